@@ -1,0 +1,73 @@
+# Flint developer commands. Every target creates the virtualenv first, from this
+# project's own files, so each works on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PROTO_FILES := $(shell find proto -name '*.proto' | sort)
+
+.PHONY: run test test-sqlite test-postgresql lint gen gen-check breaking bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/flint up
+
+# The whole suite on both databases; each run creates its own fresh database.
+test: test-sqlite test-postgresql
+
+test-sqlite: $(STAMP)
+	FLINT_TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_ARGS)
+
+test-postgresql: $(STAMP)
+	FLINT_TEST_DATABASE=postgresql $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) build/protodeps
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/buf lint
+
+# google/api protos come from the installed googleapis-common-protos wheel and
+# google/protobuf from grpcio-tools; nothing of theirs is committed.
+GOOGLEAPIS = $(shell $(BIN)/python -c 'import google.api, os; print(os.path.dirname(os.path.dirname(google.api.__path__[0])))')
+PROTOBUF_INCLUDE = $(shell $(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')
+
+build/protodeps: $(STAMP)
+	rm -rf $@ && mkdir -p $@/google/api $@/google/rpc
+	cp $(GOOGLEAPIS)/google/api/annotations.proto $(GOOGLEAPIS)/google/api/http.proto \
+	   $(GOOGLEAPIS)/google/api/field_behavior.proto $@/google/api/
+
+# Writes Python code, .pyi stubs and the descriptor set (for Envoy) into $(OUT).
+OUT ?= gen
+gen: $(STAMP)
+	rm -rf $(OUT) && mkdir -p $(OUT)/flint
+	PATH=$(BIN):$$PATH $(BIN)/python -m grpc_tools.protoc -Iproto -I$(GOOGLEAPIS) -I$(PROTOBUF_INCLUDE) \
+	  --python_out=$(OUT) --grpc_python_out=$(OUT) --mypy_out=quiet:$(OUT) --mypy_grpc_out=quiet:$(OUT) \
+	  $(PROTO_FILES)
+	$(BIN)/python -m grpc_tools.protoc -Iproto -I$(GOOGLEAPIS) -I$(PROTOBUF_INCLUDE) \
+	  --include_imports --descriptor_set_out=$(OUT)/flint/descriptor_set.binpb \
+	  $(PROTO_FILES) google/rpc/error_details.proto google/rpc/status.proto
+
+# Fails when gen/ does not match what `make gen` writes from proto/.
+gen-check: $(STAMP)
+	rm -rf build/gen-check
+	$(MAKE) --no-print-directory gen OUT=build/gen-check
+	diff -r gen build/gen-check || (echo "gen/ is stale: run 'make gen' and commit" >&2; exit 1)
+
+# Guards released contracts: the protos must stay compatible with main's.
+BREAKING_AGAINST ?= main
+breaking: $(STAMP) build/protodeps
+	rm -rf build/against && mkdir -p build/against
+	git archive $(BREAKING_AGAINST) proto | tar -x -C build/against
+	$(BIN)/python -m grpc_tools.protoc -Ibuild/against/proto -I$(GOOGLEAPIS) -I$(PROTOBUF_INCLUDE) \
+	  --include_imports --descriptor_set_out=build/against/image.binpb \
+	  $$(cd build/against/proto && find . -name '*.proto' | sed 's|^\./||' | sort)
+	$(BIN)/buf breaking --against build/against/image.binpb --exclude-imports
+
+clean:
+	rm -rf build dist $(VENV) flint.db flint.db-*

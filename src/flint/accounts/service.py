@@ -1,0 +1,250 @@
+"""Accounts domain: merchants, partners and their keys."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from flint.accounts.models import MerchantRecord, PartnerRecord
+from flint.common import credentials, passwords
+from flint.common.auth import Principal, PrincipalKind
+from flint.common.credentials import ApiKeyRecord
+from flint.common.db import UnitOfWork
+from flint.common.errors import Code, FlintError, Violations, already_exists, not_found
+from flint.common.ids import new_id
+from flint.common.pagination import fetch_page, parse_page
+from flint.common.validation import check_text
+
+ENVIRONMENTS = ("test", "live")
+MAX_NAME_LENGTH = 200
+MAX_PREVIOUS_KEY_TTL_SECONDS = 7 * 24 * 3600
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key just created, with the secret that is never stored."""
+
+    record: ApiKeyRecord
+    secret: str
+
+
+@dataclass(frozen=True)
+class MerchantWithKeys:
+    merchant: MerchantRecord
+    keys: list[IssuedKey]
+
+
+@dataclass(frozen=True)
+class PartnerWithKey:
+    partner: PartnerRecord
+    key: IssuedKey
+
+
+# --- platform admin -------------------------------------------------------------
+
+
+def create_admin_key(uow: UnitOfWork) -> IssuedKey:
+    """Issues a platform admin key. Refused if one is active: rotate it instead."""
+    if credentials.active_keys(uow.session, kind=credentials.KIND_ADMIN, owner_id="", now=uow.now):
+        raise FlintError(
+            Code.FAILED_PRECONDITION,
+            "ADMIN_KEY_EXISTS",
+            "An admin key already exists; use `flint admin rotate-admin-key` to replace it",
+        )
+    return _issue(uow, credentials.KIND_ADMIN, "", "", credentials.ADMIN_PREFIX)
+
+
+def rotate_admin_key(uow: UnitOfWork) -> IssuedKey:
+    credentials.expire_active_keys(
+        uow.session, kind=credentials.KIND_ADMIN, owner_id="", environment="", at=uow.now
+    )
+    return _issue(uow, credentials.KIND_ADMIN, "", "", credentials.ADMIN_PREFIX)
+
+
+# --- merchants ------------------------------------------------------------------
+
+
+def create_merchant(uow: UnitOfWork, *, name: str, email: str, password: str) -> MerchantWithKeys:
+    email = email.strip().lower()
+    violations = Violations()
+    check_text(violations, "merchant.name", name, max_length=MAX_NAME_LENGTH, required=True)
+    if not email:
+        violations.add("merchant.email", "FIELD_REQUIRED", "is required")
+    elif len(email) > 254 or not _EMAIL.match(email):
+        violations.add("merchant.email", "INVALID_EMAIL", "is not an email address")
+    if len(password) < passwords.MIN_LENGTH:
+        violations.add(
+            "password",
+            "PASSWORD_TOO_SHORT",
+            f"must be at least {passwords.MIN_LENGTH} characters",
+        )
+    elif len(password) > passwords.MAX_LENGTH:
+        violations.add(
+            "password", "FIELD_TOO_LONG", f"must be at most {passwords.MAX_LENGTH} characters"
+        )
+    violations.raise_if_any()
+    if uow.session.scalar(select(func.count()).where(MerchantRecord.email == email)):
+        raise already_exists("merchant", "merchant.email", "A merchant with this email exists")
+    merchant = MerchantRecord(
+        id=new_id("mer"),
+        name=name.strip(),
+        email=email,
+        password_hash=passwords.hash_password(password),
+        created_at=uow.now,
+    )
+    uow.session.add(merchant)
+    keys = [
+        _issue(
+            uow,
+            credentials.KIND_MERCHANT,
+            merchant.id,
+            environment,
+            credentials.MERCHANT_PREFIXES[environment],
+        )
+        for environment in ENVIRONMENTS
+    ]
+    return MerchantWithKeys(merchant, keys)
+
+
+def _visible_merchant(session: Session, principal: Principal, merchant_id: str) -> MerchantRecord:
+    # A merchant key sees only its own merchant; anything else is NOT_FOUND.
+    if principal.kind is PrincipalKind.MERCHANT and principal.id != merchant_id:
+        raise not_found("merchant", merchant_id)
+    merchant = session.get(MerchantRecord, merchant_id)
+    if merchant is None:
+        raise not_found("merchant", merchant_id)
+    return merchant
+
+
+def get_merchant(session: Session, principal: Principal, merchant_id: str) -> MerchantRecord:
+    return _visible_merchant(session, principal, merchant_id)
+
+
+def active_merchant_keys(session: Session, merchant_id: str, now: datetime) -> list[ApiKeyRecord]:
+    return credentials.active_keys(
+        session, kind=credentials.KIND_MERCHANT, owner_id=merchant_id, now=now
+    )
+
+
+def list_merchants(
+    session: Session, *, page_size: int, page_token: str
+) -> tuple[list[MerchantRecord], str]:
+    page = parse_page(session, page_size, page_token, context="merchants")
+    return fetch_page(session, select(MerchantRecord), MerchantRecord.id, page)
+
+
+def rotate_merchant_key(
+    uow: UnitOfWork,
+    principal: Principal,
+    *,
+    merchant_id: str,
+    environment: str,
+    previous_key_ttl_seconds: int,
+) -> IssuedKey:
+    violations = Violations()
+    if environment not in ENVIRONMENTS:
+        violations.add("environment", "INVALID_ENVIRONMENT", "must be test or live")
+    _check_ttl(violations, previous_key_ttl_seconds)
+    violations.raise_if_any()
+    merchant = _visible_merchant(uow.session, principal, merchant_id)
+    credentials.expire_active_keys(
+        uow.session,
+        kind=credentials.KIND_MERCHANT,
+        owner_id=merchant.id,
+        environment=environment,
+        at=uow.now + timedelta(seconds=previous_key_ttl_seconds),
+    )
+    return _issue(
+        uow,
+        credentials.KIND_MERCHANT,
+        merchant.id,
+        environment,
+        credentials.MERCHANT_PREFIXES[environment],
+    )
+
+
+# --- partners -------------------------------------------------------------------
+
+
+def create_partner(uow: UnitOfWork, *, name: str) -> PartnerWithKey:
+    violations = Violations()
+    check_text(violations, "partner.name", name, max_length=MAX_NAME_LENGTH, required=True)
+    violations.raise_if_any()
+    partner = PartnerRecord(id=new_id("par"), name=name.strip(), created_at=uow.now)
+    uow.session.add(partner)
+    key = _issue(uow, credentials.KIND_PARTNER, partner.id, "", credentials.PARTNER_PREFIX)
+    return PartnerWithKey(partner, key)
+
+
+def _visible_partner(session: Session, principal: Principal, partner_id: str) -> PartnerRecord:
+    if principal.kind is PrincipalKind.PARTNER and principal.id != partner_id:
+        raise not_found("partner", partner_id)
+    partner = session.get(PartnerRecord, partner_id)
+    if partner is None:
+        raise not_found("partner", partner_id)
+    return partner
+
+
+def get_partner(session: Session, principal: Principal, partner_id: str) -> PartnerRecord:
+    return _visible_partner(session, principal, partner_id)
+
+
+def active_partner_key(session: Session, partner_id: str, now: datetime) -> ApiKeyRecord | None:
+    keys = credentials.active_keys(
+        session, kind=credentials.KIND_PARTNER, owner_id=partner_id, now=now
+    )
+    # During a rotation grace period two keys work; show the newest.
+    return max(keys, key=lambda key: key.id) if keys else None
+
+
+def list_partners(
+    session: Session, *, page_size: int, page_token: str
+) -> tuple[list[PartnerRecord], str]:
+    page = parse_page(session, page_size, page_token, context="partners")
+    return fetch_page(session, select(PartnerRecord), PartnerRecord.id, page)
+
+
+def rotate_partner_key(
+    uow: UnitOfWork, principal: Principal, *, partner_id: str, previous_key_ttl_seconds: int
+) -> IssuedKey:
+    violations = Violations()
+    _check_ttl(violations, previous_key_ttl_seconds)
+    violations.raise_if_any()
+    partner = _visible_partner(uow.session, principal, partner_id)
+    credentials.expire_active_keys(
+        uow.session,
+        kind=credentials.KIND_PARTNER,
+        owner_id=partner.id,
+        environment="",
+        at=uow.now + timedelta(seconds=previous_key_ttl_seconds),
+    )
+    return _issue(uow, credentials.KIND_PARTNER, partner.id, "", credentials.PARTNER_PREFIX)
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def _check_ttl(violations: Violations, seconds: int) -> None:
+    if not 0 <= seconds <= MAX_PREVIOUS_KEY_TTL_SECONDS:
+        violations.add(
+            "previous_key_ttl_seconds",
+            "OUT_OF_RANGE",
+            f"must be between 0 and {MAX_PREVIOUS_KEY_TTL_SECONDS}",
+        )
+
+
+def _issue(uow: UnitOfWork, kind: str, owner_id: str, environment: str, prefix: str) -> IssuedKey:
+    record, secret = credentials.issue_key(
+        uow.session,
+        kind=kind,
+        owner_id=owner_id,
+        environment=environment,
+        prefix=prefix,
+        now=uow.now,
+    )
+    return IssuedKey(record, secret)

@@ -1,0 +1,321 @@
+"""The `flint` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flint import envoy
+from flint.accounts import service
+from flint.common import logs
+from flint.common.auth import Principal, PrincipalKind
+from flint.common.config import Settings
+from flint.common.db import Database
+from flint.common.errors import FlintError
+from flint.devseed import seed
+from flint.envoy import EnvoySettings
+from flint.migrations import migrate
+from flint.server.app import serve
+from flint.supervisor import run_stack
+
+
+def _database() -> Database:
+    return Database(Settings.from_env().database_url)
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], lines: Sequence[str]) -> None:
+    """Prints credentials for people, or as JSON for scripts (`--json`)."""
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        print("\n".join(lines))
+
+
+# --- servers --------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+
+    logs.configure()
+    asyncio.run(serve(_database(), host=args.host, port=args.port, grace=args.grace))
+    return 0
+
+
+def _envoy_settings(args: argparse.Namespace) -> EnvoySettings:
+    return EnvoySettings(
+        http_port=args.http_port,
+        grpc_ports=tuple(args.grpc_port),
+        hosted_port=args.hosted_port,
+        admin_port=args.admin_port,
+        http_host=args.http_host,
+    )
+
+
+def cmd_envoy(args: argparse.Namespace) -> int:
+
+    settings = _envoy_settings(args)
+    if args.print_config:
+        print(envoy.render_config(settings), end="")
+        return 0
+    if args.mode == "validate":
+        result = envoy.validate(settings)
+        print(result.stdout + result.stderr, end="")
+        return result.returncode
+    envoy.exec_envoy(settings, log_level=args.log_level)
+    return 0  # not reached: exec replaced the process
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+
+    logs.configure()
+    return run_stack(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port[0],
+        hosted_port=args.hosted_port,
+        admin_port=args.admin_port,
+        http_host=args.http_host,
+    )
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+
+    db = _database()
+    migrate(db)
+    print(f"flint: database is up to date ({db.engine.url.render_as_string()})")
+    return 0
+
+
+# --- admin ----------------------------------------------------------------------
+
+
+def _with_uow(work: Callable[[Any], Any]) -> Any:
+
+    db = _database()
+    migrate(db)
+    with db.unit_of_work() as uow:
+        result = work(uow)
+        uow.commit()
+    return result
+
+
+def cmd_admin_init(args: argparse.Namespace) -> int:
+
+    key = _with_uow(service.rotate_admin_key if args.rotate else service.create_admin_key)
+    _emit(
+        args,
+        {"admin_key": key.secret},
+        [
+            "Platform admin key (shown once; store it safely):",
+            f"  {key.secret}",
+        ],
+    )
+    return 0
+
+
+def cmd_create_merchant(args: argparse.Namespace) -> int:
+
+    created = _with_uow(
+        lambda uow: service.create_merchant(
+            uow, name=args.name, email=args.email, password=args.password
+        )
+    )
+    _emit(args, _merchant_json(created), _merchant_lines(created))
+    return 0
+
+
+def _merchant_json(created: Any) -> dict[str, Any]:
+    merchant = created.merchant
+    return {
+        "merchant_id": merchant.id,
+        "name": merchant.name,
+        "email": merchant.email,
+        **{f"{key.record.environment}_secret_key": key.secret for key in created.keys},
+    }
+
+
+def _merchant_lines(created: Any) -> list[str]:
+    merchant = created.merchant
+    return [
+        f"Merchant {merchant.id} ({merchant.name}, {merchant.email})",
+        *(
+            f"  {key.record.environment} secret key: {key.secret}   (shown once)"
+            for key in created.keys
+        ),
+    ]
+
+
+def cmd_create_partner(args: argparse.Namespace) -> int:
+
+    created = _with_uow(lambda uow: service.create_partner(uow, name=args.name))
+    _emit(
+        args,
+        {
+            "partner_id": created.partner.id,
+            "name": created.partner.name,
+            "partner_key": created.key.secret,
+        },
+        [
+            f"Partner {created.partner.id} ({created.partner.name})",
+            f"  partner key: {created.key.secret}   (shown once)",
+        ],
+    )
+    return 0
+
+
+def cmd_rotate_merchant_key(args: argparse.Namespace) -> int:
+
+    operator = Principal(PrincipalKind.ADMIN, "cli")
+    key = _with_uow(
+        lambda uow: service.rotate_merchant_key(
+            uow,
+            operator,
+            merchant_id=args.merchant,
+            environment=args.environment,
+            previous_key_ttl_seconds=args.previous_key_ttl,
+        )
+    )
+    _emit(
+        args,
+        {"merchant_id": args.merchant, f"{args.environment}_secret_key": key.secret},
+        [f"New {args.environment} secret key for {args.merchant}: {key.secret}   (shown once)"],
+    )
+    return 0
+
+
+def cmd_rotate_partner_key(args: argparse.Namespace) -> int:
+
+    operator = Principal(PrincipalKind.ADMIN, "cli")
+    key = _with_uow(
+        lambda uow: service.rotate_partner_key(
+            uow,
+            operator,
+            partner_id=args.partner,
+            previous_key_ttl_seconds=args.previous_key_ttl,
+        )
+    )
+    _emit(
+        args,
+        {"partner_id": args.partner, "partner_key": key.secret},
+        [f"New partner key for {args.partner}: {key.secret}   (shown once)"],
+    )
+    return 0
+
+
+def cmd_dev_seed(args: argparse.Namespace) -> int:
+
+    password = args.password or secrets.token_urlsafe(12)
+    result = _with_uow(lambda uow: seed(uow, password=password))
+    _emit(args, result.as_json(), result.lines())
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _edge_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--http-port", type=int, default=8080, help="REST/JSON port (Envoy)")
+    parser.add_argument("--http-host", default="127.0.0.1", help="REST/JSON listen address")
+    parser.add_argument(
+        "--grpc-port", type=int, action="append", help="gRPC server port (default 50051)"
+    )
+    parser.add_argument("--hosted-port", type=int, default=8081, help="hosted web app port")
+    parser.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flint",
+        description="Flint: payments for installable ecommerce apps. "
+        "The database is FLINT_DATABASE_URL (default sqlite:///./flint.db).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="migrate, then run the gRPC server and Envoy")
+    _edge_flags(up)
+    up.set_defaults(handler=cmd_up)
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls")
+    serve.set_defaults(handler=cmd_serve)
+
+    envoy = commands.add_parser("envoy", help="render the Envoy config and run Envoy")
+    _edge_flags(envoy)
+    envoy.add_argument("--mode", choices=["serve", "validate"], default="serve")
+    envoy.add_argument("--print-config", action="store_true")
+    envoy.add_argument("--log-level", default="warn")
+    envoy.set_defaults(handler=cmd_envoy)
+
+    migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    admin = commands.add_parser("admin", help="operator commands (no server needed)")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+
+    init = admin_commands.add_parser("init", help="create the platform admin key")
+    init.add_argument("--rotate", action="store_true", help="replace the existing admin key")
+    _json_flag(init)
+    init.set_defaults(handler=cmd_admin_init)
+
+    merchant = admin_commands.add_parser("create-merchant", help="create a merchant")
+    merchant.add_argument("--name", required=True)
+    merchant.add_argument("--email", required=True)
+    merchant.add_argument("--password", required=True, help="hosted-page sign-in password")
+    _json_flag(merchant)
+    merchant.set_defaults(handler=cmd_create_merchant)
+
+    partner = admin_commands.add_parser("create-partner", help="create a partner account")
+    partner.add_argument("--name", required=True)
+    _json_flag(partner)
+    partner.set_defaults(handler=cmd_create_partner)
+
+    rotate_merchant = admin_commands.add_parser(
+        "rotate-merchant-key", help="issue a new merchant secret key"
+    )
+    rotate_merchant.add_argument("--merchant", required=True, help="merchant id, mer_…")
+    rotate_merchant.add_argument("--environment", choices=["test", "live"], required=True)
+    rotate_merchant.add_argument("--previous-key-ttl", type=int, default=0, metavar="SECONDS")
+    _json_flag(rotate_merchant)
+    rotate_merchant.set_defaults(handler=cmd_rotate_merchant_key)
+
+    rotate_partner = admin_commands.add_parser("rotate-partner-key", help="issue a new partner key")
+    rotate_partner.add_argument("--partner", required=True, help="partner id, par_…")
+    rotate_partner.add_argument("--previous-key-ttl", type=int, default=0, metavar="SECONDS")
+    _json_flag(rotate_partner)
+    rotate_partner.set_defaults(handler=cmd_rotate_partner_key)
+
+    dev = commands.add_parser("dev", help="developer conveniences")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    dev_seed = dev_commands.add_parser(
+        "seed", help="create a test merchant, a partner and an example app"
+    )
+    dev_seed.add_argument("--password", help="merchant sign-in password (default: random)")
+    _json_flag(dev_seed)
+    dev_seed.set_defaults(handler=cmd_dev_seed)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "grpc_port", None) is None and args.command in ("up", "envoy"):
+        args.grpc_port = [50051]
+    try:
+        result: int = args.handler(args)
+    except FlintError as error:
+        print(f"flint: {error.message} ({error.reason})", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

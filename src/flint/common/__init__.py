@@ -1,0 +1,1 @@
+"""Pieces every service shares: database, ids, errors, credentials, auth, paging."""

@@ -1,0 +1,32 @@
+"""Prefixed, time-sortable ids (`app_01jf…`): a ULID in lower case behind a type prefix."""
+
+from __future__ import annotations
+
+from ulid import ULID
+
+# Every id prefix in one place, so two resources never share one.
+PREFIXES = frozenset(
+    {
+        "mer",  # merchant
+        "par",  # partner
+        "key",  # API key (admin, merchant secret key, partner key)
+        "app",
+        "ins",
+        "ord",
+        "cs",
+        "plink",
+        "in",
+        "re",
+        "py",
+        "evt",
+        "we",
+        "del",
+        "chg",
+    }
+)
+
+
+def new_id(prefix: str) -> str:
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    return f"{prefix}_{str(ULID()).lower()}"

@@ -1,0 +1,33 @@
+"""Structured log lines: an event name and key=value fields, one line each.
+Never pass a secret, token or card number as a field."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {})
+        parts = [self.formatTime(record), record.levelname.lower(), record.getMessage()]
+        parts += [f"{key}={json.dumps(value, default=str)}" for key, value in fields.items()]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LineFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def log_event(
+    logger: logging.Logger, event: str, *, level: int = logging.INFO, **fields: object
+) -> None:
+    logger.log(level, event, extra={"fields": fields})

@@ -1,0 +1,62 @@
+"""Input checks shared by the services. Each adds a FieldViolation with a stable
+reason instead of raising, so one response names every bad field."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flint.common.errors import Violations
+
+MAX_URL_LENGTH = 2048
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def check_text(
+    violations: Violations,
+    fld: str,
+    value: str,
+    *,
+    max_length: int,
+    required: bool = False,
+) -> None:
+    if required and not value.strip():
+        violations.add(fld, "FIELD_REQUIRED", "is required")
+    elif len(value) > max_length:
+        violations.add(fld, "FIELD_TOO_LONG", f"must be at most {max_length} characters")
+
+
+def url_problem(value: str, *, allow_loopback_http: bool = True) -> tuple[str, str] | None:
+    """Why `value` is not an acceptable absolute URL, as (reason, description), or None.
+
+    https is required; plain http is accepted only for loopback hosts, where a
+    developer's local server runs.
+    """
+    if len(value) > MAX_URL_LENGTH:
+        return "FIELD_TOO_LONG", f"must be at most {MAX_URL_LENGTH} characters"
+    if any(ch.isspace() for ch in value):
+        return "INVALID_URL", "must not contain whitespace"
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises on a non-numeric port
+    except ValueError:
+        return "INVALID_URL", "is not a valid URL"
+    del port
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return "INVALID_URL", "must be an absolute https:// URL"
+    if parts.username is not None or parts.password is not None:
+        return "INVALID_URL", "must not contain credentials"
+    if parts.fragment or value.endswith("#"):
+        return "INVALID_URL", "must not contain a fragment"
+    if parts.scheme == "http" and not (allow_loopback_http and parts.hostname in LOOPBACK_HOSTS):
+        return "INSECURE_URL", "must use https:// (http:// only for localhost or 127.0.0.1)"
+    return None
+
+
+def check_url(violations: Violations, fld: str, value: str, *, required: bool = False) -> None:
+    if not value:
+        if required:
+            violations.add(fld, "FIELD_REQUIRED", "is required")
+        return
+    problem = url_problem(value)
+    if problem:
+        violations.add(fld, *problem)

@@ -1,0 +1,79 @@
+"""`flint dev seed`: a merchant, a partner and an example app, so a new user can
+call the API at once. Each run creates a fresh set."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from flint.accounts import service as accounts
+from flint.apps import service as apps
+from flint.apps.models import AppRecord
+from flint.common.auth import Principal, PrincipalKind
+from flint.common.db import UnitOfWork
+
+EXAMPLE_REDIRECT_URI = "http://localhost:3000/oauth/callback"
+EXAMPLE_SCOPES = ("orders:read", "orders:write", "checkout:write", "refunds:write", "events:read")
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    merchant: accounts.MerchantWithKeys
+    password: str
+    partner: accounts.PartnerWithKey
+    app: AppRecord
+    client_secret: str
+
+    def as_json(self) -> dict[str, Any]:
+        keys = {f"{k.record.environment}_secret_key": k.secret for k in self.merchant.keys}
+        return {
+            "merchant_id": self.merchant.merchant.id,
+            "merchant_email": self.merchant.merchant.email,
+            "merchant_password": self.password,
+            **keys,
+            "partner_id": self.partner.partner.id,
+            "partner_key": self.partner.key.secret,
+            "app_id": self.app.id,
+            "client_id": self.app.client_id,
+            "client_secret": self.client_secret,
+        }
+
+    def lines(self) -> list[str]:
+        data = self.as_json()
+        return [
+            "Seeded a test merchant, a partner and an example app (secrets shown once):",
+            "",
+            f"  merchant        {data['merchant_id']}",
+            f"    sign-in       {data['merchant_email']} / {data['merchant_password']}",
+            f"    test key      {data['test_secret_key']}",
+            f"    live key      {data['live_secret_key']}",
+            f"  partner         {data['partner_id']}",
+            f"    partner key   {data['partner_key']}",
+            f"  app             {data['app_id']}",
+            f"    client_id     {data['client_id']}",
+            f"    client_secret {data['client_secret']}",
+            "",
+            "Try:  curl -s http://127.0.0.1:8080/v1/apps \\",
+            f"         -H 'Authorization: Bearer {data['partner_key']}'",
+        ]
+
+
+def seed(uow: UnitOfWork, *, password: str) -> SeedResult:
+    suffix = secrets.token_hex(3)
+    merchant = accounts.create_merchant(
+        uow, name="Demo Store", email=f"demo+{suffix}@example.com", password=password
+    )
+    partner = accounts.create_partner(uow, name="Demo Partner")
+    uow.session.flush()
+    app, client_secret = apps.create_app(
+        uow,
+        Principal(PrincipalKind.PARTNER, partner.partner.id),
+        apps.AppFields(
+            name="Demo Loyalty",
+            description="An example app created by `flint dev seed`.",
+            redirect_uris=[EXAMPLE_REDIRECT_URI],
+            requested_scopes=EXAMPLE_SCOPES,
+        ),
+    )
+    return SeedResult(merchant, password, partner, app, client_secret)

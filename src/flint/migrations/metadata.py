@@ -1,0 +1,11 @@
+"""Every table Flint defines, for Alembic and the schema check in the tests."""
+
+from __future__ import annotations
+
+import flint.accounts.models
+import flint.apps.models
+import flint.common.credentials
+import flint.common.platform_keys  # noqa: F401 - imported for their tables
+from flint.common.db import Base
+
+metadata = Base.metadata

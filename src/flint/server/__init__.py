@@ -1,0 +1,1 @@
+"""The gRPC server: interceptors, error mapping and the service wiring."""

@@ -1,0 +1,95 @@
+"""Builds and runs the gRPC server (grpc.aio): Flint services, health, reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from flint.accounts.servicer import AccountsServicer
+from flint.accounts.v1 import accounts_service_pb2, accounts_service_pb2_grpc
+from flint.apps.servicer import AppsServicer
+from flint.apps.v1 import apps_service_pb2, apps_service_pb2_grpc
+from flint.common.db import Database
+from flint.common.logs import log_event
+from flint.server.access import access_rules
+from flint.server.interceptors import AuthInterceptor, ErrorInterceptor, RequestLogInterceptor
+
+logger = logging.getLogger("flint.server")
+
+SERVICE_FILES = (accounts_service_pb2.DESCRIPTOR, apps_service_pb2.DESCRIPTOR)
+SERVICE_NAMES = tuple(
+    service.full_name for file in SERVICE_FILES for service in file.services_by_name.values()
+)
+DEFAULT_GRACE_SECONDS = 10.0
+# Threads that run the synchronous (database) part of handlers.
+DEFAULT_WORKER_THREADS = 16
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: Any
+    executor: ThreadPoolExecutor
+
+    async def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
+        """Reports NOT_SERVING, then lets in-flight calls finish within `grace`."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def start_server(
+    db: Database,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    worker_threads: int = DEFAULT_WORKER_THREADS,
+) -> RunningServer:
+    executor = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="flint-rpc")
+    server = grpc.aio.server(
+        interceptors=[
+            RequestLogInterceptor(),
+            ErrorInterceptor(executor),
+            AuthInterceptor(db, access_rules(SERVICE_FILES)),
+        ],
+    )
+    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(db), server)
+    apps_service_pb2_grpc.add_AppsServiceServicer_to_server(AppsServicer(db), server)
+
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not listen on {host}:{port}")
+    await server.start()
+    return RunningServer(server, bound, health_servicer, executor)
+
+
+async def serve(db: Database, *, host: str, port: int, grace: float) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+    running = await start_server(db, host=host, port=port)
+    log_event(logger, "grpc_listening", address=f"{host}:{running.port}")
+    print(f"flint: gRPC listening on {host}:{running.port}", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log_event(logger, "grpc_stopping", grace_seconds=grace)
+    await running.stop(grace)
+    db.dispose()
+    log_event(logger, "grpc_stopped")

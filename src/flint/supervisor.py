@@ -1,0 +1,146 @@
+"""`flint up`: migrate, then run every Flint process as a child and stop them all
+together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from flint.common.config import Settings
+from flint.common.db import Database
+from flint.common.logs import log_event
+from flint.migrations import migrate
+
+logger = logging.getLogger("flint.up")
+STARTUP_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+def _flint(*args: str) -> list[str]:
+    return [sys.executable, "-m", "flint", *args]
+
+
+def wait_for_grpc(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                time.sleep(0.1)
+    return False
+
+
+def wait_for_envoy(admin_port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{admin_port}/ready", timeout=1
+            ) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def run_stack(
+    *, http_port: int, grpc_port: int, hosted_port: int, admin_port: int, http_host: str
+) -> int:
+    settings = Settings.from_env()
+    db = Database(settings.database_url)
+    migrate(db)
+    db.dispose()
+
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        children["grpc"] = subprocess.Popen(  # noqa: S603
+            _flint("serve", "--port", str(grpc_port))
+        )
+        if not wait_for_grpc(grpc_port, STARTUP_TIMEOUT_SECONDS):
+            log_event(logger, "start_failed", level=logging.ERROR, process="grpc")
+            return 1
+        children["envoy"] = subprocess.Popen(  # noqa: S603
+            _flint(
+                "envoy",
+                "--http-port",
+                str(http_port),
+                "--http-host",
+                http_host,
+                "--grpc-port",
+                str(grpc_port),
+                "--hosted-port",
+                str(hosted_port),
+                "--admin-port",
+                str(admin_port),
+            )
+        )
+        if not wait_for_envoy(admin_port, STARTUP_TIMEOUT_SECONDS):
+            log_event(logger, "start_failed", level=logging.ERROR, process="envoy")
+            return 1
+        print(
+            "\n".join(
+                [
+                    "",
+                    "Flint is up.",
+                    f"  REST (through Envoy)  http://{http_host}:{http_port}",
+                    f"  gRPC                  127.0.0.1:{grpc_port}",
+                    f"  database              {db.engine.url.render_as_string()}",
+                    "Press Ctrl-C to stop.",
+                    "",
+                ]
+            ),
+            flush=True,
+        )
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    log_event(
+                        logger,
+                        "process_exited",
+                        level=logging.ERROR,
+                        process=name,
+                        code=child.returncode,
+                    )
+                    return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        _stop_children(children)
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    # Envoy first, so no new requests reach a server that is draining.
+    for name in ("envoy", "grpc"):
+        child = children.get(name)
+        if child is None or child.poll() is not None:
+            continue
+        child.terminate()
+        try:
+            child.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        log_event(logger, "process_stopped", process=name, code=child.returncode)
