@@ -1,0 +1,255 @@
+"""Shared fixtures. Every run gets its own fresh database (SQLite file or a new
+PostgreSQL database, chosen by FLINT_TEST_DATABASE) and real processes: the
+gRPC server (`flint serve`) and Envoy (`flint envoy`), on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import psycopg
+import pytest
+
+from flint.accounts import service as accounts
+from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
+from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
+from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
+from flint.common.db import Database
+from flint.migrations import migrate
+from flint.supervisor import wait_for_envoy, wait_for_grpc
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "FLINT_TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    kind = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'flint.db'}"
+        return
+    if kind != "postgresql":
+        raise pytest.UsageError(f"FLINT_TEST_DATABASE must be sqlite or postgresql, not {kind}")
+    name = f"flint_test_{secrets.token_hex(6)}"
+    # A missing PostgreSQL is a failure, never a skip.
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def admin_key(db: Database) -> str:
+    with db.unit_of_work() as uow:
+        key = accounts.rotate_admin_key(uow)
+        uow.commit()
+    return key.secret
+
+
+def flint_env(database_url: str) -> dict[str, str]:
+    return {**os.environ, "FLINT_DATABASE_URL": database_url}
+
+
+@dataclass
+class Process:
+    popen: subprocess.Popen[str]
+    log_path: Path
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def start_grpc_server(database_url: str, log_dir: Path, *extra: str) -> tuple[Process, int]:
+    """`flint serve` on a free port; returns the process and its port."""
+    port = free_port()
+    log_path = log_dir / f"grpc-{port}.log"
+    with log_path.open("w") as log:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "flint", "serve", "--port", str(port), *extra],
+            env=flint_env(database_url),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    process = Process(popen, log_path)
+    if not wait_for_grpc(port, 30):
+        process.stop()
+        raise RuntimeError(f"gRPC server did not start:\n{process.log()}")
+    return process, port
+
+
+@dataclass
+class Edge:
+    process: Process
+    http_port: int
+    admin_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+def start_envoy(grpc_port: int, log_dir: Path, hosted_port: int | None = None) -> Edge:
+    http_port, admin_port = free_port(), free_port()
+    log_path = log_dir / f"envoy-{http_port}.log"
+    with log_path.open("w") as log:
+        popen = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flint",
+                "envoy",
+                "--http-port",
+                str(http_port),
+                "--grpc-port",
+                str(grpc_port),
+                "--hosted-port",
+                str(hosted_port or free_port()),
+                "--admin-port",
+                str(admin_port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    process = Process(popen, log_path)
+    if not wait_for_envoy(admin_port, 30):
+        process.stop()
+        raise RuntimeError(f"Envoy did not start:\n{process.log()}")
+    return Edge(process, http_port, admin_port)
+
+
+@pytest.fixture(scope="session")
+def grpc_server(
+    db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    process, port = start_grpc_server(database_url, tmp_path_factory.mktemp("logs"))
+    yield port
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def channel(grpc_server: int) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_server}") as chan:
+        yield chan
+
+
+@pytest.fixture(scope="session")
+def edge(grpc_server: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    running = start_envoy(grpc_server, tmp_path_factory.mktemp("envoy"))
+    yield running
+    running.process.stop()
+
+
+@pytest.fixture
+def rest(edge: Edge) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=edge.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def accounts_stub(channel: grpc.Channel) -> accounts_grpc.AccountsServiceStub:
+    return accounts_grpc.AccountsServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def apps_stub(channel: grpc.Channel) -> apps_grpc.AppsServiceStub:
+    return apps_grpc.AppsServiceStub(channel)
+
+
+def bearer(credential: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {credential}"),)
+
+
+@dataclass(frozen=True)
+class PartnerCreds:
+    id: str
+    key: str
+
+
+@dataclass(frozen=True)
+class MerchantCreds:
+    id: str
+    test_key: str
+    live_key: str
+    email: str
+
+
+@pytest.fixture
+def new_partner(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> PartnerCreds:
+    """A fresh partner, created through the admin RPC."""
+    partner = accounts_stub.CreatePartner(
+        accounts_pb.CreatePartnerRequest(partner=accounts_pb.Partner(name="Acme Apps")),
+        metadata=bearer(admin_key),
+    )
+    return PartnerCreds(partner.id, partner.partner_key.secret)
+
+
+@pytest.fixture
+def other_partner(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> PartnerCreds:
+    partner = accounts_stub.CreatePartner(
+        accounts_pb.CreatePartnerRequest(partner=accounts_pb.Partner(name="Rival Apps")),
+        metadata=bearer(admin_key),
+    )
+    return PartnerCreds(partner.id, partner.partner_key.secret)
+
+
+@pytest.fixture
+def new_merchant(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> MerchantCreds:
+    email = f"shop-{secrets.token_hex(4)}@example.com"
+    merchant = accounts_stub.CreateMerchant(
+        accounts_pb.CreateMerchantRequest(
+            merchant=accounts_pb.Merchant(name="Corner Shop", email=email),
+            password="correct horse battery",
+        ),
+        metadata=bearer(admin_key),
+    )
+    keys = {key.environment: key.secret for key in merchant.secret_keys}
+    return MerchantCreds(
+        merchant.id, keys[accounts_pb.ENVIRONMENT_TEST], keys[accounts_pb.ENVIRONMENT_LIVE], email
+    )
+
+
+def wait_until(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
