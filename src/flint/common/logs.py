@@ -25,6 +25,8 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Alembic narrates every migration step at INFO; keep start-up output short.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def log_event(

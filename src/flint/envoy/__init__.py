@@ -51,6 +51,7 @@ class EnvoySettings:
     hosted_port: int = 8081
     admin_port: int = 9901
     http_host: str = "127.0.0.1"
+    max_connections: int = 10_000
     descriptor_path: Path = field(default_factory=descriptor_set_path)
 
 
@@ -77,6 +78,7 @@ def render_config(settings: EnvoySettings) -> str:
         grpc_ports=settings.grpc_ports,
         hosted_port=settings.hosted_port,
         admin_port=settings.admin_port,
+        max_connections=settings.max_connections,
         descriptor_path=str(settings.descriptor_path),
         services=flint_services(settings.descriptor_path),
         hosted_prefixes=HOSTED_PREFIXES,

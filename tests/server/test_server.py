@@ -1,0 +1,168 @@
+"""The gRPC server itself: health, reflection, access rules, error mapping,
+request ids and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from flint.apps import service as apps_service
+from flint.apps.v1 import apps_service_pb2 as apps_pb
+from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
+from flint.common.db import Database
+from flint.server.access import access_rules
+from flint.server.app import SERVICE_FILES, SERVICE_NAMES, RunningServer, start_server
+from tests.conftest import PartnerCreds, bearer, start_grpc_server, wait_until
+from tests.errors import grpc_error
+
+
+def test_health_reports_serving(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    overall = stub.Check(health_pb2.HealthCheckRequest())
+    assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    for name in SERVICE_NAMES:
+        assert stub.Check(health_pb2.HealthCheckRequest(service=name)).status == (
+            health_pb2.HealthCheckResponse.SERVING
+        )
+
+
+def test_reflection_lists_flint_services(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {service.name for service in next(iter(responses)).list_services_response.service}
+    assert {"flint.apps.v1.AppsService", "flint.accounts.v1.AccountsService"} <= names
+    assert "grpc.health.v1.Health" in names
+
+
+def test_every_flint_rpc_declares_an_access_rule():
+    rules = access_rules(SERVICE_FILES)
+    methods = {
+        f"/{service.full_name}/{method.name}"
+        for file in SERVICE_FILES
+        for service in file.services_by_name.values()
+        for method in service.methods
+    }
+    assert methods == set(rules)
+    assert all(rule.principals for rule in rules.values())
+
+
+def test_request_id_is_echoed(apps_stub, new_partner: PartnerCreds):
+    _, call = apps_stub.ListScopes.with_call(
+        apps_pb.ListScopesRequest(),
+        metadata=(*bearer(new_partner.key), ("x-request-id", "req-test-123")),
+    )
+    assert ("x-request-id", "req-test-123") in call.initial_metadata()
+
+
+# --- an in-process server, for what needs a handler to misbehave ------------------
+
+
+class InProcess:
+    """Runs `start_server` on its own event loop thread."""
+
+    def __init__(self, db: Database) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.running: RunningServer = self.submit(start_server(db)).result(10)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.running.port}")
+
+    def submit(self, coroutine) -> Future:  # type: ignore[no-untyped-def,type-arg]
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def close(self) -> None:
+        self.channel.close()
+        self.submit(self.running.stop(0)).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def in_process(db: Database) -> Iterator[InProcess]:
+    server = InProcess(db)
+    yield server
+    server.close()
+
+
+def test_unexpected_error_is_internal_with_a_logged_error_id(
+    in_process, new_partner, monkeypatch, caplog
+):
+    def broken() -> object:
+        raise RuntimeError("secret internals: /etc/flint.conf")
+
+    monkeypatch.setattr(apps_service, "scope_catalog", broken)
+    stub = apps_grpc.AppsServiceStub(in_process.channel)
+    with caplog.at_level(logging.ERROR, logger="flint.rpc"), pytest.raises(grpc.RpcError) as err:
+        stub.ListScopes(apps_pb.ListScopesRequest(), metadata=bearer(new_partner.key))
+    details = grpc_error(err.value)
+    assert (details.code, details.reason) == ("INTERNAL", "INTERNAL")
+    error_id = details.metadata["error_id"]
+    assert error_id.startswith("err_")
+    assert error_id in details.message
+    assert "secret internals" not in details.message
+    assert "Traceback" not in details.message
+    logged = [r for r in caplog.records if r.getMessage() == "unhandled_error"]
+    assert logged
+    assert logged[0].fields["error_id"] == error_id  # type: ignore[attr-defined]
+    assert logged[0].exc_info is not None
+
+
+def test_shutdown_lets_in_flight_calls_finish_and_refuses_new_ones(
+    in_process, new_partner, monkeypatch
+):
+    entered, release = threading.Event(), threading.Event()
+    catalog = apps_service.scope_catalog
+
+    def slow_catalog() -> object:
+        entered.set()
+        release.wait(10)
+        return catalog()
+
+    monkeypatch.setattr(apps_service, "scope_catalog", slow_catalog)
+    stub = apps_grpc.AppsServiceStub(in_process.channel)
+    in_flight = stub.ListScopes.future(
+        apps_pb.ListScopesRequest(), metadata=bearer(new_partner.key)
+    )
+    assert entered.wait(10)
+    stopping = in_process.submit(in_process.running.stop(grace=10))
+    health = health_pb2_grpc.HealthStub(in_process.channel)
+
+    def new_calls_refused() -> bool:
+        try:
+            health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return True
+        return False
+
+    wait_until(new_calls_refused)
+    assert not in_flight.done()
+    release.set()
+    response = in_flight.result(10)
+    assert any(scope.name == "orders:read" for scope in response.scopes)
+    stopping.result(15)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_the_server_cleanly(database_url, db, tmp_path, sig):
+    process, port = start_grpc_server(database_url, tmp_path)
+    try:
+        process.popen.send_signal(sig)
+        assert process.popen.wait(20) == 0
+    finally:
+        process.stop()
+    log = process.log()
+    assert "grpc_stopping" in log
+    assert "grpc_stopped" in log
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
