@@ -11,15 +11,15 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _find(package_relative: str, repo_relative: str) -> Path:
-    # `flint` is a namespace package: its path lists src/flint and gen/flint in a
-    # checkout, and the one merged directory in a wheel.
+    # A checkout's own file wins (an editable install may hold a stale copy).
+    candidate = _REPO_ROOT / repo_relative
+    if candidate.is_file():
+        return candidate
+    # `flint` is a namespace package: the one merged directory in a wheel.
     for base in flint.__path__:
         candidate = Path(base) / package_relative
         if candidate.is_file():
             return candidate
-    candidate = _REPO_ROOT / repo_relative
-    if candidate.is_file():
-        return candidate
     raise FileNotFoundError(f"{package_relative} is missing from the flint package")
 
 

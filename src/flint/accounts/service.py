@@ -6,10 +6,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from flint.accounts.models import MerchantRecord, PartnerRecord
+from flint.accounts.models import (
+    MerchantRecord,
+    MerchantSessionRecord,
+    PartnerRecord,
+    SignInAttemptRecord,
+)
 from flint.common import credentials, passwords
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.credentials import ApiKeyRecord
@@ -54,7 +59,7 @@ def create_admin_key(uow: UnitOfWork) -> IssuedKey:
         raise FlintError(
             Code.FAILED_PRECONDITION,
             "ADMIN_KEY_EXISTS",
-            "An admin key already exists; use `flint admin rotate-admin-key` to replace it",
+            "An admin key already exists; use `flint admin init --rotate` to replace it",
         )
     return _issue(uow, credentials.KIND_ADMIN, "", "", credentials.ADMIN_PREFIX)
 
@@ -64,6 +69,12 @@ def rotate_admin_key(uow: UnitOfWork) -> IssuedKey:
         uow.session, kind=credentials.KIND_ADMIN, owner_id="", environment="", at=uow.now
     )
     return _issue(uow, credentials.KIND_ADMIN, "", "", credentials.ADMIN_PREFIX)
+
+
+def create_internal_key(uow: UnitOfWork) -> IssuedKey:
+    """A key for Flint's own services (the hosted web app). Several may be active,
+    one per running hosted app; `flint up` issues its own at start."""
+    return _issue(uow, credentials.KIND_INTERNAL, "", "", credentials.INTERNAL_PREFIX)
 
 
 # --- merchants ------------------------------------------------------------------
@@ -224,6 +235,77 @@ def rotate_partner_key(
         at=uow.now + timedelta(seconds=previous_key_ttl_seconds),
     )
     return _issue(uow, credentials.KIND_PARTNER, partner.id, "", credentials.PARTNER_PREFIX)
+
+
+# --- merchant sessions (hosted pages) ---------------------------------------------
+
+SESSION_TTL = timedelta(hours=12)
+SIGNIN_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_EMAIL = 5
+MAX_FAILURES_PER_CLIENT = 20
+# Verified against when the email is unknown, so both cases take as long.
+_DUMMY_HASH = passwords.hash_password("not the password of anyone")
+
+
+@dataclass(frozen=True)
+class SignIn:
+    merchant: MerchantRecord
+    session: MerchantSessionRecord
+    token: str
+
+
+def sign_in(uow: UnitOfWork, *, email: str, password: str, client_ip: str) -> SignIn:
+    """Checks the password and opens a session. A failure is recorded (and kept)
+    before it is reported, so it counts towards the rate limit."""
+    email = email.strip().lower()
+    client_ip = client_ip[:64]
+    since = uow.now - SIGNIN_WINDOW
+    failures = select(func.count(), func.min(SignInAttemptRecord.at)).where(
+        SignInAttemptRecord.succeeded.is_(False), SignInAttemptRecord.at > since
+    )
+    checks = [(SignInAttemptRecord.email == email, MAX_FAILURES_PER_EMAIL)]
+    if client_ip:
+        checks.append((SignInAttemptRecord.client_ip == client_ip, MAX_FAILURES_PER_CLIENT))
+    for condition, limit in checks:
+        count, oldest = uow.session.execute(failures.where(condition)).one()
+        if count >= limit:
+            retry_after = max(1, int((oldest + SIGNIN_WINDOW - uow.now).total_seconds()))
+            raise FlintError(
+                Code.RESOURCE_EXHAUSTED,
+                "RATE_LIMITED",
+                "Too many failed sign-ins; try again later",
+                metadata={"retry_after_seconds": str(retry_after)},
+            )
+    merchant = uow.session.scalar(select(MerchantRecord).where(MerchantRecord.email == email))
+    valid = passwords.verify_password(merchant.password_hash if merchant else _DUMMY_HASH, password)
+    uow.session.add(
+        SignInAttemptRecord(
+            email=email, client_ip=client_ip, succeeded=valid and merchant is not None, at=uow.now
+        )
+    )
+    if merchant is None or not valid:
+        raise FlintError(
+            Code.UNAUTHENTICATED, "INVALID_CREDENTIALS", "Wrong email or password", commit=True
+        )
+    token = credentials.generate_secret(credentials.MERCHANT_SESSION_PREFIX)
+    record = MerchantSessionRecord(
+        id=new_id("key"),
+        merchant_id=merchant.id,
+        token_hash=credentials.hash_secret(token),
+        created_at=uow.now,
+        expires_at=uow.now + SESSION_TTL,
+        revoked_at=None,
+    )
+    uow.session.add(record)
+    return SignIn(merchant, record, token)
+
+
+def sign_out(uow: UnitOfWork, principal: Principal) -> None:
+    uow.session.execute(
+        update(MerchantSessionRecord)
+        .where(MerchantSessionRecord.id == principal.credential_id)
+        .values(revoked_at=uow.now)
+    )
 
 
 # --- helpers --------------------------------------------------------------------

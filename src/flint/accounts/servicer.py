@@ -126,6 +126,29 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             partners=[partner_pb(partner, None) for partner in partners], next_page_token=token
         )
 
+    def CreateMerchantSession(
+        self, request: pb.CreateMerchantSessionRequest, context: Any
+    ) -> pb.MerchantSession:
+        with self._db.unit_of_work() as uow:
+            signed_in = service.sign_in(
+                uow, email=request.email, password=request.password, client_ip=request.client_ip
+            )
+            uow.commit()
+        return pb.MerchantSession(
+            token=signed_in.token,
+            merchant_id=signed_in.merchant.id,
+            merchant_name=signed_in.merchant.name,
+            expire_time=timestamp(signed_in.session.expires_at),
+        )
+
+    def RevokeMerchantSession(
+        self, request: pb.RevokeMerchantSessionRequest, context: Any
+    ) -> pb.RevokeMerchantSessionResponse:
+        with self._db.unit_of_work() as uow:
+            service.sign_out(uow, current_principal())
+            uow.commit()
+        return pb.RevokeMerchantSessionResponse()
+
     def RotatePartnerKey(self, request: pb.RotatePartnerKeyRequest, context: Any) -> pb.ApiKey:
         with self._db.unit_of_work() as uow:
             issued = service.rotate_partner_key(

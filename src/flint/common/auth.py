@@ -11,9 +11,11 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from flint.accounts.models import MerchantSessionRecord
 from flint.common import credentials
 from flint.common.credentials import ApiKeyRecord
 from flint.common.errors import Code, FlintError
+from flint.installs import signing, tokens
 
 
 class PrincipalKind(enum.Enum):
@@ -21,17 +23,31 @@ class PrincipalKind(enum.Enum):
     MERCHANT = "merchant"
     PARTNER = "partner"
     APP = "app"
+    INTERNAL = "internal"
+    MERCHANT_SESSION = "merchant_session"
 
 
 @dataclass(frozen=True)
 class Principal:
     kind: PrincipalKind
-    # Admin key id, merchant id, partner id, or install id, by kind.
+    # Merchant id (merchant keys and sessions), partner id, install id (apps),
+    # or the key id (admin, internal).
     id: str
     # "test" or "live" for merchant keys and app tokens; "" otherwise.
     environment: str = ""
     scopes: frozenset[str] = field(default_factory=frozenset)
     credential_id: str = ""
+    # For app tokens: the merchant and app of the install, and the OAuth client.
+    merchant_id: str = ""
+    app_id: str = ""
+    client_id: str = ""
+
+    @property
+    def merchant(self) -> str:
+        """The merchant this principal acts for, or "" if none."""
+        if self.kind in (PrincipalKind.MERCHANT, PrincipalKind.MERCHANT_SESSION):
+            return self.id
+        return self.merchant_id
 
 
 def _unauthenticated(reason: str, message: str) -> FlintError:
@@ -41,6 +57,7 @@ def _unauthenticated(reason: str, message: str) -> FlintError:
 _KEY_PREFIXES: tuple[tuple[str, PrincipalKind, str], ...] = (
     (credentials.ADMIN_PREFIX, PrincipalKind.ADMIN, ""),
     (credentials.PARTNER_PREFIX, PrincipalKind.PARTNER, ""),
+    (credentials.INTERNAL_PREFIX, PrincipalKind.INTERNAL, ""),
     (credentials.MERCHANT_PREFIXES["test"], PrincipalKind.MERCHANT, "test"),
     (credentials.MERCHANT_PREFIXES["live"], PrincipalKind.MERCHANT, "live"),
 )
@@ -60,8 +77,16 @@ def bearer_credential(authorization: str | None) -> str:
     return value.strip()
 
 
-def authenticate(session: Session, authorization: str | None, now: datetime) -> Principal:
+def authenticate(
+    session: Session, authorization: str | None, now: datetime, *, issuer: str
+) -> Principal:
     credential = bearer_credential(authorization)
+    if credential.startswith("eyJ") and credential.count(".") == 2:
+        return _authenticate_app_token(session, credential, now, issuer)
+    if credential.startswith(credentials.MERCHANT_SESSION_PREFIX):
+        if credentials.looks_like_secret(credential, credentials.MERCHANT_SESSION_PREFIX):
+            return _authenticate_merchant_session(session, credential, now)
+        raise _unauthenticated("CREDENTIAL_MALFORMED", "The credential is not a Flint key or token")
     for prefix, kind, environment in _KEY_PREFIXES:
         if credential.startswith(prefix):
             if not credentials.looks_like_secret(credential, prefix):
@@ -85,6 +110,47 @@ def _authenticate_key(
         id=record.owner_id or record.id,
         environment=environment,
         credential_id=record.id,
+    )
+
+
+def _authenticate_merchant_session(session: Session, token: str, now: datetime) -> Principal:
+    record = session.scalar(
+        select(MerchantSessionRecord).where(
+            MerchantSessionRecord.token_hash == credentials.hash_secret(token)
+        )
+    )
+    if record is None:
+        raise _unauthenticated("CREDENTIAL_INVALID", "The session is not valid")
+    if record.revoked_at is not None or record.expires_at <= now:
+        raise _unauthenticated("CREDENTIAL_REVOKED", "The session has ended; sign in again")
+    return Principal(
+        kind=PrincipalKind.MERCHANT_SESSION, id=record.merchant_id, credential_id=record.id
+    )
+
+
+def _authenticate_app_token(session: Session, token: str, now: datetime, issuer: str) -> Principal:
+    try:
+        claims = signing.decode_access_token(session, token, now=now, issuer=issuer)
+    except signing.InvalidTokenError as error:
+        reason = "CREDENTIAL_EXPIRED" if str(error) == "token expired" else "CREDENTIAL_INVALID"
+        raise _unauthenticated(reason, f"The access token is not valid: {error}") from None
+    state = tokens.family_state(session, str(claims["fid"]))
+    if state is None or state.install_id != claims["sub"]:
+        raise _unauthenticated("CREDENTIAL_INVALID", "The access token is not valid")
+    if not state.active:
+        raise _unauthenticated(
+            "CREDENTIAL_REVOKED", "The install was uninstalled or its grant was revoked"
+        )
+    token_scopes = frozenset(str(claims.get("scope", "")).split())
+    return Principal(
+        kind=PrincipalKind.APP,
+        id=state.install_id,
+        environment=state.environment,
+        scopes=token_scopes & state.scopes,
+        credential_id=str(claims["fid"]),
+        merchant_id=state.merchant_id,
+        app_id=state.app_id,
+        client_id=state.client_id,
     )
 
 

@@ -25,10 +25,13 @@ SECRET_LENGTH = 40  # base62 characters, ~238 bits
 KIND_ADMIN = "admin"
 KIND_MERCHANT = "merchant"
 KIND_PARTNER = "partner"
+KIND_INTERNAL = "internal"
 
 ADMIN_PREFIX = "fak_"
 PARTNER_PREFIX = "pak_"
 MERCHANT_PREFIXES = {"test": "sk_test_", "live": "sk_live_"}
+INTERNAL_PREFIX = "fik_"
+MERCHANT_SESSION_PREFIX = "fms_"
 CLIENT_SECRET_PREFIX = "fcs_"  # noqa: S105 - a prefix, not a secret
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 from flint.common.clock import Clock, system_clock
+from flint.common.errors import FlintError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -106,7 +107,12 @@ class Database:
         # Closing the session rolls back whatever was not committed, and keeps
         # loaded objects readable for building the response.
         with Session(self._writer, expire_on_commit=False) as session:
-            yield UnitOfWork(session, self.clock())
+            try:
+                yield UnitOfWork(session, self.clock())
+            except FlintError as error:
+                if error.commit:
+                    session.commit()
+                raise
 
     @contextmanager
     def read(self) -> Iterator[Session]:

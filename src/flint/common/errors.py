@@ -38,6 +38,9 @@ class FlintError(Exception):
     message: str
     violations: list[FieldViolation] = field(default_factory=list)
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Some refusals are changes too (a failed sign-in counts towards a limit, a
+    # replayed code revokes its tokens): the unit of work commits before raising.
+    commit: bool = False
 
     def __str__(self) -> str:
         return f"{self.code.value} {self.reason}: {self.message}"

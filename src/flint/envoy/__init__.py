@@ -32,7 +32,6 @@ LOCAL_REPLIES = (
     (401, 16, "UNAUTHENTICATED"),
     (403, 7, "PERMISSION_DENIED"),
     (404, 5, "ROUTE_NOT_FOUND"),
-    (405, 12, "METHOD_NOT_ALLOWED"),
     (408, 4, "REQUEST_TIMEOUT"),
     (413, 3, "REQUEST_TOO_LARGE"),
     (415, 3, "UNSUPPORTED_MEDIA_TYPE"),
@@ -113,10 +112,11 @@ def envoy_command(config_path: Path, *, mode: str = "serve", log_level: str = "w
 
 
 def validate(settings: EnvoySettings) -> subprocess.CompletedProcess[str]:
-    config = write_config(settings)
-    return subprocess.run(  # noqa: S603 - our own binary and arguments
-        envoy_command(config, mode="validate"), capture_output=True, text=True, check=False
-    )
+    with tempfile.TemporaryDirectory(prefix="flint-envoy-") as directory:
+        config = write_config(settings, Path(directory))
+        return subprocess.run(  # noqa: S603 - our own binary and arguments
+            envoy_command(config, mode="validate"), capture_output=True, text=True, check=False
+        )
 
 
 def exec_envoy(settings: EnvoySettings, *, log_level: str = "warn") -> None:

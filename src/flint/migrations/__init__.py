@@ -9,6 +9,7 @@ from alembic.config import Config
 
 from flint.common.db import Database
 from flint.common.platform_keys import ensure_platform_keys
+from flint.installs.signing import ensure_signing_key
 
 SCRIPT_LOCATION = Path(__file__).parent
 
@@ -25,4 +26,5 @@ def migrate(db: Database) -> None:
     command.upgrade(alembic_config(db), "head")
     with db.unit_of_work() as uow:
         ensure_platform_keys(uow.session, uow.now)
+        ensure_signing_key(uow.session, uow.now)
         uow.commit()

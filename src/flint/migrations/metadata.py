@@ -5,7 +5,9 @@ from __future__ import annotations
 import flint.accounts.models
 import flint.apps.models
 import flint.common.credentials
-import flint.common.platform_keys  # noqa: F401 - imported for their tables
+import flint.common.events
+import flint.common.platform_keys
+import flint.installs.models  # noqa: F401 - imported for their tables
 from flint.common.db import Base
 
 metadata = Base.metadata

@@ -16,6 +16,8 @@ _KINDS = {
     access_pb2.PRINCIPAL_KIND_MERCHANT: PrincipalKind.MERCHANT,
     access_pb2.PRINCIPAL_KIND_PARTNER: PrincipalKind.PARTNER,
     access_pb2.PRINCIPAL_KIND_APP: PrincipalKind.APP,
+    access_pb2.PRINCIPAL_KIND_INTERNAL: PrincipalKind.INTERNAL,
+    access_pb2.PRINCIPAL_KIND_MERCHANT_SESSION: PrincipalKind.MERCHANT_SESSION,
 }
 
 # Infrastructure anyone may call: health checks and reflection.

@@ -17,14 +17,21 @@ from flint.accounts.servicer import AccountsServicer
 from flint.accounts.v1 import accounts_service_pb2, accounts_service_pb2_grpc
 from flint.apps.servicer import AppsServicer
 from flint.apps.v1 import apps_service_pb2, apps_service_pb2_grpc
+from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.logs import log_event
+from flint.installs.servicer import InstallsServicer, OAuthServicer
+from flint.installs.v1 import installs_service_pb2, installs_service_pb2_grpc
 from flint.server.access import access_rules
 from flint.server.interceptors import AuthInterceptor, ErrorInterceptor, RequestLogInterceptor
 
 logger = logging.getLogger("flint.server")
 
-SERVICE_FILES = (accounts_service_pb2.DESCRIPTOR, apps_service_pb2.DESCRIPTOR)
+SERVICE_FILES = (
+    accounts_service_pb2.DESCRIPTOR,
+    apps_service_pb2.DESCRIPTOR,
+    installs_service_pb2.DESCRIPTOR,
+)
 SERVICE_NAMES = tuple(
     service.full_name for file in SERVICE_FILES for service in file.services_by_name.values()
 )
@@ -53,17 +60,23 @@ async def start_server(
     host: str = "127.0.0.1",
     port: int = 0,
     worker_threads: int = DEFAULT_WORKER_THREADS,
+    issuer: str | None = None,
 ) -> RunningServer:
+    issuer = issuer or Settings.from_env().public_url
     executor = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="flint-rpc")
     server = grpc.aio.server(
         interceptors=[
             RequestLogInterceptor(),
             ErrorInterceptor(executor),
-            AuthInterceptor(db, access_rules(SERVICE_FILES)),
+            AuthInterceptor(db, access_rules(SERVICE_FILES), issuer=issuer),
         ],
     )
     accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(db), server)
     apps_service_pb2_grpc.add_AppsServiceServicer_to_server(AppsServicer(db), server)
+    installs_service_pb2_grpc.add_InstallsServiceServicer_to_server(InstallsServicer(db), server)
+    installs_service_pb2_grpc.add_OAuthServiceServicer_to_server(
+        OAuthServicer(db, issuer=issuer), server
+    )
 
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -139,6 +139,7 @@ class RequestLogInterceptor(Interceptor):
 
                 async def logged_stream(request: Any, context: Any) -> AsyncIterator[Any]:
                     state, started = start(context)
+                    await context.send_initial_metadata((("x-request-id", state.request_id),))
                     try:
                         async for item in behavior(request, context):
                             yield item
@@ -242,9 +243,10 @@ class AuthInterceptor(Interceptor):
     """Authenticates every call and enforces its method's declared access rule.
     A Flint method without a rule is refused: access is fail-closed."""
 
-    def __init__(self, db: Database, rules: dict[str, AccessRule]) -> None:
+    def __init__(self, db: Database, rules: dict[str, AccessRule], *, issuer: str) -> None:
         self._db = db
         self._rules = rules
+        self._issuer = issuer
 
     def _check(self, method: str, authorization: str | None) -> Principal:
         rule = self._rules.get(method)
@@ -253,7 +255,7 @@ class AuthInterceptor(Interceptor):
                 Code.PERMISSION_DENIED, "ACCESS_RULE_MISSING", f"{method} declares no access rule"
             )
         with self._db.read() as session:
-            principal = authenticate(session, authorization, self._db.clock())
+            principal = authenticate(session, authorization, self._db.clock(), issuer=self._issuer)
         authorize(principal, rule.principals, rule.scope)
         _current_call.get().principal = principal
         return principal

@@ -76,6 +76,16 @@ class AccountsServiceStub:
                 request_serializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RotatePartnerKeyRequest.SerializeToString,
                 response_deserializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.ApiKey.FromString,
                 _registered_method=True)
+        self.CreateMerchantSession = channel.unary_unary(
+                '/flint.accounts.v1.AccountsService/CreateMerchantSession',
+                request_serializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.CreateMerchantSessionRequest.SerializeToString,
+                response_deserializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.MerchantSession.FromString,
+                _registered_method=True)
+        self.RevokeMerchantSession = channel.unary_unary(
+                '/flint.accounts.v1.AccountsService/RevokeMerchantSession',
+                request_serializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RevokeMerchantSessionRequest.SerializeToString,
+                response_deserializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RevokeMerchantSessionResponse.FromString,
+                _registered_method=True)
 
 
 class AccountsServiceServicer:
@@ -85,6 +95,8 @@ class AccountsServiceServicer:
 
     def CreateMerchant(self, request, context):
         """Creates a merchant with a test and a live secret key (shown once).
+        Over REST the body is `{"merchant": {…}, "password": "…"}`, so the password
+        never travels in the URL.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,6 +153,21 @@ class AccountsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateMerchantSession(self, request, context):
+        """Signs a merchant in on the hosted pages with email and password. Failed
+        attempts are rate-limited per email and per client address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeMerchantSession(self, request, context):
+        """Signs out: the calling session token stops working.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +210,16 @@ def add_AccountsServiceServicer_to_server(servicer, server):
                     servicer.RotatePartnerKey,
                     request_deserializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RotatePartnerKeyRequest.FromString,
                     response_serializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.ApiKey.SerializeToString,
+            ),
+            'CreateMerchantSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMerchantSession,
+                    request_deserializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.CreateMerchantSessionRequest.FromString,
+                    response_serializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.MerchantSession.SerializeToString,
+            ),
+            'RevokeMerchantSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeMerchantSession,
+                    request_deserializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RevokeMerchantSessionRequest.FromString,
+                    response_serializer=flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RevokeMerchantSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +440,60 @@ class AccountsService:
             '/flint.accounts.v1.AccountsService/RotatePartnerKey',
             flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RotatePartnerKeyRequest.SerializeToString,
             flint_dot_accounts_dot_v1_dot_accounts__service__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMerchantSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flint.accounts.v1.AccountsService/CreateMerchantSession',
+            flint_dot_accounts_dot_v1_dot_accounts__service__pb2.CreateMerchantSessionRequest.SerializeToString,
+            flint_dot_accounts_dot_v1_dot_accounts__service__pb2.MerchantSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeMerchantSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flint.accounts.v1.AccountsService/RevokeMerchantSession',
+            flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RevokeMerchantSessionRequest.SerializeToString,
+            flint_dot_accounts_dot_v1_dot_accounts__service__pb2.RevokeMerchantSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -36,7 +36,10 @@ class AccountsServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AccountsServiceAsyncStub: ...
     CreateMerchant: _grpc.UnaryUnaryMultiCallable[_accounts_service_pb2.CreateMerchantRequest, _accounts_service_pb2.Merchant]
-    """Creates a merchant with a test and a live secret key (shown once)."""
+    """Creates a merchant with a test and a live secret key (shown once).
+    Over REST the body is `{"merchant": {…}, "password": "…"}`, so the password
+    never travels in the URL.
+    """
     GetMerchant: _grpc.UnaryUnaryMultiCallable[_accounts_service_pb2.GetMerchantRequest, _accounts_service_pb2.Merchant]
     """Gets a merchant. A merchant key may read only its own merchant."""
     ListMerchants: _grpc.UnaryUnaryMultiCallable[_accounts_service_pb2.ListMerchantsRequest, _accounts_service_pb2.ListMerchantsResponse]
@@ -55,6 +58,12 @@ class AccountsServiceStub:
     """Issues a new partner key. The previous key stops working at once, or after
     `previous_key_ttl_seconds`.
     """
+    CreateMerchantSession: _grpc.UnaryUnaryMultiCallable[_accounts_service_pb2.CreateMerchantSessionRequest, _accounts_service_pb2.MerchantSession]
+    """Signs a merchant in on the hosted pages with email and password. Failed
+    attempts are rate-limited per email and per client address.
+    """
+    RevokeMerchantSession: _grpc.UnaryUnaryMultiCallable[_accounts_service_pb2.RevokeMerchantSessionRequest, _accounts_service_pb2.RevokeMerchantSessionResponse]
+    """Signs out: the calling session token stops working."""
 
 @_typing.type_check_only
 class AccountsServiceAsyncStub(AccountsServiceStub):
@@ -64,7 +73,10 @@ class AccountsServiceAsyncStub(AccountsServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateMerchant: _aio.UnaryUnaryMultiCallable[_accounts_service_pb2.CreateMerchantRequest, _accounts_service_pb2.Merchant]  # type: ignore[assignment]
-    """Creates a merchant with a test and a live secret key (shown once)."""
+    """Creates a merchant with a test and a live secret key (shown once).
+    Over REST the body is `{"merchant": {…}, "password": "…"}`, so the password
+    never travels in the URL.
+    """
     GetMerchant: _aio.UnaryUnaryMultiCallable[_accounts_service_pb2.GetMerchantRequest, _accounts_service_pb2.Merchant]  # type: ignore[assignment]
     """Gets a merchant. A merchant key may read only its own merchant."""
     ListMerchants: _aio.UnaryUnaryMultiCallable[_accounts_service_pb2.ListMerchantsRequest, _accounts_service_pb2.ListMerchantsResponse]  # type: ignore[assignment]
@@ -83,6 +95,12 @@ class AccountsServiceAsyncStub(AccountsServiceStub):
     """Issues a new partner key. The previous key stops working at once, or after
     `previous_key_ttl_seconds`.
     """
+    CreateMerchantSession: _aio.UnaryUnaryMultiCallable[_accounts_service_pb2.CreateMerchantSessionRequest, _accounts_service_pb2.MerchantSession]  # type: ignore[assignment]
+    """Signs a merchant in on the hosted pages with email and password. Failed
+    attempts are rate-limited per email and per client address.
+    """
+    RevokeMerchantSession: _aio.UnaryUnaryMultiCallable[_accounts_service_pb2.RevokeMerchantSessionRequest, _accounts_service_pb2.RevokeMerchantSessionResponse]  # type: ignore[assignment]
+    """Signs out: the calling session token stops working."""
 
 class AccountsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Merchants and partner accounts, managed by the platform operator.
@@ -95,7 +113,10 @@ class AccountsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _accounts_service_pb2.CreateMerchantRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_service_pb2.Merchant, _abc.Awaitable[_accounts_service_pb2.Merchant]]:
-        """Creates a merchant with a test and a live secret key (shown once)."""
+        """Creates a merchant with a test and a live secret key (shown once).
+        Over REST the body is `{"merchant": {…}, "password": "…"}`, so the password
+        never travels in the URL.
+        """
 
     @_abc_1.abstractmethod
     def GetMerchant(
@@ -156,5 +177,23 @@ class AccountsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Issues a new partner key. The previous key stops working at once, or after
         `previous_key_ttl_seconds`.
         """
+
+    @_abc_1.abstractmethod
+    def CreateMerchantSession(
+        self,
+        request: _accounts_service_pb2.CreateMerchantSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_service_pb2.MerchantSession, _abc.Awaitable[_accounts_service_pb2.MerchantSession]]:
+        """Signs a merchant in on the hosted pages with email and password. Failed
+        attempts are rate-limited per email and per client address.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeMerchantSession(
+        self,
+        request: _accounts_service_pb2.RevokeMerchantSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_service_pb2.RevokeMerchantSessionResponse, _abc.Awaitable[_accounts_service_pb2.RevokeMerchantSessionResponse]]:
+        """Signs out: the calling session token stops working."""
 
 def add_AccountsServiceServicer_to_server(servicer: AccountsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lint/options/v1/access.proto\x12\x10\x66lint.options.v1\x1a google/protobuf/descriptor.proto\"P\n\nAccessRule\x12\x33\n\nprincipals\x18\x01 \x03(\x0e\x32\x1f.flint.options.v1.PrincipalKind\x12\r\n\x05scope\x18\x02 \x01(\t*\x9a\x01\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PRINCIPAL_KIND_ADMIN\x10\x01\x12\x1b\n\x17PRINCIPAL_KIND_MERCHANT\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_PARTNER\x10\x03\x12\x16\n\x12PRINCIPAL_KIND_APP\x10\x04:N\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1c.flint.options.v1.AccessRuleb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x66lint/options/v1/access.proto\x12\x10\x66lint.options.v1\x1a google/protobuf/descriptor.proto\"P\n\nAccessRule\x12\x33\n\nprincipals\x18\x01 \x03(\x0e\x32\x1f.flint.options.v1.PrincipalKind\x12\r\n\x05scope\x18\x02 \x01(\t*\xdc\x01\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14PRINCIPAL_KIND_ADMIN\x10\x01\x12\x1b\n\x17PRINCIPAL_KIND_MERCHANT\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_PARTNER\x10\x03\x12\x16\n\x12PRINCIPAL_KIND_APP\x10\x04\x12\x1b\n\x17PRINCIPAL_KIND_INTERNAL\x10\x05\x12#\n\x1fPRINCIPAL_KIND_MERCHANT_SESSION\x10\x06:N\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1c.flint.options.v1.AccessRuleb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flint.options.v1.access_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRINCIPALKIND']._serialized_start=168
-  _globals['_PRINCIPALKIND']._serialized_end=322
+  _globals['_PRINCIPALKIND']._serialized_end=388
   _globals['_ACCESSRULE']._serialized_start=85
   _globals['_ACCESSRULE']._serialized_end=165
 # @@protoc_insertion_point(module_scope)

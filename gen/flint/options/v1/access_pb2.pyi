@@ -36,6 +36,12 @@ class _PrincipalKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Princip
     """Partner key (pak_…)."""
     PRINCIPAL_KIND_APP: _PrincipalKind.ValueType  # 4
     """OAuth access token of an app install, bound to one merchant and environment."""
+    PRINCIPAL_KIND_INTERNAL: _PrincipalKind.ValueType  # 5
+    """A Flint-internal service (the hosted web app), internal key (fik_…)."""
+    PRINCIPAL_KIND_MERCHANT_SESSION: _PrincipalKind.ValueType  # 6
+    """A merchant signed in on a hosted page (session token fms_…, not bound to an
+    environment).
+    """
 
 class PrincipalKind(_PrincipalKind, metaclass=_PrincipalKindEnumTypeWrapper):
     """The kinds of caller Flint knows (DESIGN.md §1)."""
@@ -49,6 +55,12 @@ PRINCIPAL_KIND_PARTNER: PrincipalKind.ValueType  # 3
 """Partner key (pak_…)."""
 PRINCIPAL_KIND_APP: PrincipalKind.ValueType  # 4
 """OAuth access token of an app install, bound to one merchant and environment."""
+PRINCIPAL_KIND_INTERNAL: PrincipalKind.ValueType  # 5
+"""A Flint-internal service (the hosted web app), internal key (fik_…)."""
+PRINCIPAL_KIND_MERCHANT_SESSION: PrincipalKind.ValueType  # 6
+"""A merchant signed in on a hosted page (session token fms_…, not bound to an
+environment).
+"""
 Global___PrincipalKind: _TypeAlias = PrincipalKind  # noqa: Y015
 
 @_typing.final

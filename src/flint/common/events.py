@@ -1,0 +1,65 @@
+"""The transactional outbox. Every state change records its event with
+`record_event` inside the same unit of work, so an event exists exactly when
+its change committed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from flint.common.db import Base, UnitOfWork
+from flint.common.ids import new_id
+
+
+class EventRecord(Base):
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(40))
+    environment: Mapped[str] = mapped_column(String(8))
+    type: Mapped[str] = mapped_column(String(64))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(40))
+    # Per-object sequence number: consumers drop an event older than one seen.
+    object_version: Mapped[int] = mapped_column(Integer)
+    # The object as the API shows it, at the time of the change.
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    # Global position in commit order, stamped after commit by the sequencer
+    # (a sequence value taken at insert would not be in commit order).
+    cursor: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+
+    __table_args__ = (
+        Index("ix_events_tenant", "merchant_id", "environment", "id"),
+        Index("ix_events_unsequenced", "cursor", "id"),
+    )
+
+
+def record_event(
+    uow: UnitOfWork,
+    *,
+    merchant_id: str,
+    environment: str,
+    type: str,
+    object_type: str,
+    object_id: str,
+    object_version: int,
+    data: dict[str, Any],
+) -> EventRecord:
+    event = EventRecord(
+        id=new_id("evt"),
+        merchant_id=merchant_id,
+        environment=environment,
+        type=type,
+        object_type=object_type,
+        object_id=object_id,
+        object_version=object_version,
+        data=data,
+        created_at=uow.now,
+        cursor=None,
+    )
+    uow.session.add(event)
+    return event
