@@ -8,6 +8,7 @@ import json
 import secrets
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from flint import envoy
@@ -19,6 +20,7 @@ from flint.common.db import Database
 from flint.common.errors import FlintError
 from flint.devseed import seed
 from flint.envoy import EnvoySettings
+from flint.installs import signing
 from flint.migrations import migrate
 from flint.server.app import serve
 from flint.supervisor import run_stack
@@ -206,6 +208,37 @@ def cmd_rotate_partner_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_create_internal_key(args: argparse.Namespace) -> int:
+    key = _with_uow(service.create_internal_key)
+    _emit(
+        args,
+        {"internal_key": key.secret},
+        [
+            "Internal key for a hosted web app (set it as FLINT_INTERNAL_KEY; shown once):",
+            f"  {key.secret}",
+        ],
+    )
+    return 0
+
+
+def cmd_rotate_signing_key(args: argparse.Namespace) -> int:
+    key = _with_uow(
+        lambda uow: signing.rotate_signing_key(
+            uow.session, uow.now, timedelta(seconds=args.publish_ahead)
+        )
+    )
+    _emit(
+        args,
+        {"kid": key.kid, "activates_at": key.activates_at.isoformat()},
+        [
+            f"New signing key {key.kid} is published in the JWKS now and signs from "
+            f"{key.activates_at.isoformat()}; the previous key stays published until its "
+            "tokens expire.",
+        ],
+    )
+    return 0
+
+
 def cmd_dev_seed(args: argparse.Namespace) -> int:
 
     password = args.password or secrets.token_urlsafe(12)
@@ -293,6 +326,25 @@ def build_parser() -> argparse.ArgumentParser:
     rotate_partner.add_argument("--previous-key-ttl", type=int, default=0, metavar="SECONDS")
     _json_flag(rotate_partner)
     rotate_partner.set_defaults(handler=cmd_rotate_partner_key)
+
+    internal = admin_commands.add_parser(
+        "create-internal-key", help="issue a key for a hosted web app (FLINT_INTERNAL_KEY)"
+    )
+    _json_flag(internal)
+    internal.set_defaults(handler=cmd_create_internal_key)
+
+    rotate_signing = admin_commands.add_parser(
+        "rotate-signing-key", help="publish a new access-token signing key"
+    )
+    rotate_signing.add_argument(
+        "--publish-ahead",
+        type=int,
+        default=int(signing.DEFAULT_PUBLISH_AHEAD.total_seconds()),
+        metavar="SECONDS",
+        help="how long the new key is published before it signs (default 600)",
+    )
+    _json_flag(rotate_signing)
+    rotate_signing.set_defaults(handler=cmd_rotate_signing_key)
 
     dev = commands.add_parser("dev", help="developer conveniences")
     dev_commands = dev.add_subparsers(dest="dev_command", required=True)

@@ -120,6 +120,10 @@ class KeyRing:
         self._keys: dict[str, _LoadedKey] = {}
         self._loaded_at = float("-inf")
 
+    def reload(self, session: Session, now: datetime) -> None:
+        with self._lock:
+            self._load(session, now)
+
     def _load(self, session: Session, now: datetime) -> None:
         keys: dict[str, _LoadedKey] = {}
         for record in published_keys(session, now):
@@ -155,13 +159,22 @@ class KeyRing:
         return None if key is None else key.public
 
 
-KEYRING = KeyRing()
+_rings: dict[str, KeyRing] = {}
+_rings_lock = threading.Lock()
+
+
+def keyring(session: Session) -> KeyRing:
+    """The key ring of the session's database (one per database, so a process
+    that talks to several never mixes their keys)."""
+    url = str(session.get_bind().engine.url)
+    with _rings_lock:
+        return _rings.setdefault(url, KeyRing())
 
 
 def issue_access_token(
     session: Session, *, now: datetime, issuer: str, claims: dict[str, Any]
 ) -> tuple[str, int]:
-    key = KEYRING.signing_key(session, now)
+    key = keyring(session).signing_key(session, now)
     expires_in = int(ACCESS_TOKEN_TTL.total_seconds())
     payload = {
         **claims,
@@ -191,7 +204,7 @@ def decode_access_token(
     kid = header.get("kid")
     if not isinstance(kid, str):
         raise InvalidTokenError("no key id")
-    key = KEYRING.verification_key(session, now, kid)
+    key = keyring(session).verification_key(session, now, kid)
     if key is None:
         raise InvalidTokenError("unknown key id")
     try:
