@@ -11,6 +11,7 @@ from flint.accounts import service as accounts
 from flint.apps import service as apps
 from flint.apps.models import AppRecord
 from flint.common.auth import Principal, PrincipalKind
+from flint.common.config import Settings
 from flint.common.db import UnitOfWork
 
 EXAMPLE_REDIRECT_URI = "http://localhost:3000/oauth/callback"
@@ -54,7 +55,7 @@ class SeedResult:
             f"    client_id     {data['client_id']}",
             f"    client_secret {data['client_secret']}",
             "",
-            "Try:  curl -s http://127.0.0.1:8080/v1/apps \\",
+            f"Try:  curl -s {Settings.from_env().public_url}/v1/apps \\",
             f"         -H 'Authorization: Bearer {data['partner_key']}'",
         ]
 

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from types import FrameType
 
 import grpc
@@ -29,11 +30,15 @@ def _flint(*args: str) -> list[str]:
     return [sys.executable, "-m", "flint", *args]
 
 
-def wait_for_grpc(port: int, timeout: float) -> bool:
+def _always() -> bool:
+    return True
+
+
+def wait_for_grpc(port: int, timeout: float, keep_waiting: Callable[[], bool] = _always) -> bool:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and keep_waiting():
             try:
                 response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
@@ -43,9 +48,11 @@ def wait_for_grpc(port: int, timeout: float) -> bool:
     return False
 
 
-def wait_for_envoy(admin_port: int, timeout: float) -> bool:
+def wait_for_envoy(
+    admin_port: int, timeout: float, keep_waiting: Callable[[], bool] = _always
+) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and keep_waiting():
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{admin_port}/ready", timeout=1
@@ -73,13 +80,17 @@ def run_stack(
         nonlocal stopping
         stopping = True
 
+    def keep_waiting() -> bool:
+        # Stop waiting for start-up once a child died or a stop was asked for.
+        return not stopping and all(child.poll() is None for child in children.values())
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
         children["grpc"] = subprocess.Popen(  # noqa: S603
             _flint("serve", "--port", str(grpc_port))
         )
-        if not wait_for_grpc(grpc_port, STARTUP_TIMEOUT_SECONDS):
+        if not wait_for_grpc(grpc_port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
             log_event(logger, "start_failed", level=logging.ERROR, process="grpc")
             return 1
         children["envoy"] = subprocess.Popen(  # noqa: S603
@@ -97,7 +108,7 @@ def run_stack(
                 str(admin_port),
             )
         )
-        if not wait_for_envoy(admin_port, STARTUP_TIMEOUT_SECONDS):
+        if not wait_for_envoy(admin_port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
             log_event(logger, "start_failed", level=logging.ERROR, process="envoy")
             return 1
         print(

@@ -120,6 +120,14 @@ def validate(settings: EnvoySettings) -> subprocess.CompletedProcess[str]:
 
 
 def exec_envoy(settings: EnvoySettings, *, log_level: str = "warn") -> None:
-    """Replaces this process with Envoy."""
-    command = envoy_command(write_config(settings), log_level=log_level)
+    """Replaces this process with Envoy, handing it the config inline so no file
+    is left behind."""
+    command = [
+        str(envoy_binary()),
+        "--config-yaml",
+        render_config(settings),
+        "--log-level",
+        log_level,
+        "--disable-hot-restart",
+    ]
     os.execv(command[0], command)  # noqa: S606

@@ -70,6 +70,8 @@ async def start_server(
             ErrorInterceptor(executor),
             AuthInterceptor(db, access_rules(SERVICE_FILES), issuer=issuer),
         ],
+        # Refuse a port another server holds instead of silently sharing it.
+        options=[("grpc.so_reuseport", 0)],
     )
     accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(db), server)
     apps_service_pb2_grpc.add_AppsServiceServicer_to_server(AppsServicer(db), server)
