@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+CHROMIUM := /usr/bin/chromium
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
 
 .PHONY: run test test-sqlite test-postgresql lint gen gen-check breaking bench clean
@@ -20,11 +21,16 @@ run: $(STAMP)
 # The whole suite on both databases; each run creates its own fresh database.
 test: test-sqlite test-postgresql
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) $(CHROMIUM)
 	FLINT_TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgresql: $(STAMP)
+test-postgresql: $(STAMP) $(CHROMIUM)
 	FLINT_TEST_DATABASE=postgresql $(BIN)/pytest $(PYTEST_ARGS)
+
+# Browser tests drive Debian's Chromium through Playwright (no browser download).
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "install Chromium at $(CHROMIUM)" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
 lint: $(STAMP) build/protodeps
 	$(BIN)/ruff check src tests

@@ -20,6 +20,9 @@ from flint.common.db import Database
 from flint.common.errors import FlintError
 from flint.devseed import seed
 from flint.envoy import EnvoySettings
+from flint.hosted import HostedSettings
+from flint.hosted import run as run_hosted
+from flint.hosted.settings import SettingsError
 from flint.installs import signing
 from flint.migrations import migrate
 from flint.server.app import serve
@@ -82,6 +85,17 @@ def cmd_up(args: argparse.Namespace) -> int:
         admin_port=args.admin_port,
         http_host=args.http_host,
     )
+
+
+def cmd_hosted(args: argparse.Namespace) -> int:
+    logs.configure()
+    try:
+        settings = HostedSettings.from_env(grpc_target=args.grpc_target, public_url=args.public_url)
+    except SettingsError as error:
+        print(f"flint: {error}", file=sys.stderr)
+        return 2
+    run_hosted(settings, host=args.host, port=args.port)
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -272,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    up = commands.add_parser("up", help="migrate, then run the gRPC server and Envoy")
+    up = commands.add_parser(
+        "up", help="migrate, then run the gRPC server, the hosted web app and Envoy"
+    )
     _edge_flags(up)
     up.set_defaults(handler=cmd_up)
 
@@ -288,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     envoy.add_argument("--print-config", action="store_true")
     envoy.add_argument("--log-level", default="warn")
     envoy.set_defaults(handler=cmd_envoy)
+
+    hosted = commands.add_parser(
+        "hosted",
+        help="run the hosted web app (OAuth consent and endpoints); "
+        "needs FLINT_INTERNAL_KEY, and FLINT_HOSTED_SECRET with several replicas",
+    )
+    hosted.add_argument("--host", default="127.0.0.1")
+    hosted.add_argument("--port", type=int, default=8081)
+    hosted.add_argument("--grpc-target", default="127.0.0.1:50051")
+    hosted.add_argument("--public-url", help="the address browsers use (default $FLINT_PUBLIC_URL)")
+    hosted.set_defaults(handler=cmd_hosted)
 
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate.set_defaults(handler=cmd_migrate)

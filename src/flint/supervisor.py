@@ -4,6 +4,8 @@ together."""
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from flint.accounts import service as accounts
+from flint.common import credentials
 from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.logs import log_event
@@ -48,15 +52,11 @@ def wait_for_grpc(port: int, timeout: float, keep_waiting: Callable[[], bool] = 
     return False
 
 
-def wait_for_envoy(
-    admin_port: int, timeout: float, keep_waiting: Callable[[], bool] = _always
-) -> bool:
+def wait_for_http(url: str, timeout: float, keep_waiting: Callable[[], bool] = _always) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and keep_waiting():
         try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{admin_port}/ready", timeout=1
-            ) as response:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -65,13 +65,30 @@ def wait_for_envoy(
     return False
 
 
+def wait_for_envoy(
+    admin_port: int, timeout: float, keep_waiting: Callable[[], bool] = _always
+) -> bool:
+    return wait_for_http(f"http://127.0.0.1:{admin_port}/ready", timeout, keep_waiting)
+
+
 def run_stack(
     *, http_port: int, grpc_port: int, hosted_port: int, admin_port: int, http_host: str
 ) -> int:
     settings = Settings.from_env()
     db = Database(settings.database_url)
     migrate(db)
-    db.dispose()
+    # The hosted app's key lives as long as this stack: it is expired on the way out.
+    with db.unit_of_work() as uow:
+        internal = accounts.create_internal_key(uow)
+        uow.commit()
+    public_url = os.environ.get("FLINT_PUBLIC_URL") or f"http://{http_host}:{http_port}"
+    child_env = {
+        **os.environ,
+        # One issuer for the core (which signs tokens) and the hosted app.
+        "FLINT_PUBLIC_URL": public_url,
+        "FLINT_INTERNAL_KEY": internal.secret,
+        "FLINT_HOSTED_SECRET": os.environ.get("FLINT_HOSTED_SECRET") or secrets.token_urlsafe(32),
+    }
 
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -88,10 +105,26 @@ def run_stack(
     signal.signal(signal.SIGTERM, stop)
     try:
         children["grpc"] = subprocess.Popen(  # noqa: S603
-            _flint("serve", "--port", str(grpc_port))
+            _flint("serve", "--port", str(grpc_port)), env=child_env
         )
         if not wait_for_grpc(grpc_port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
             log_event(logger, "start_failed", level=logging.ERROR, process="grpc")
+            return 1
+        children["hosted"] = subprocess.Popen(  # noqa: S603
+            _flint(
+                "hosted",
+                "--port",
+                str(hosted_port),
+                "--grpc-target",
+                f"127.0.0.1:{grpc_port}",
+                "--public-url",
+                public_url,
+            ),
+            env=child_env,
+        )
+        hosted_health = f"http://127.0.0.1:{hosted_port}/hosted/healthz"
+        if not wait_for_http(hosted_health, STARTUP_TIMEOUT_SECONDS, keep_waiting):
+            log_event(logger, "start_failed", level=logging.ERROR, process="hosted")
             return 1
         children["envoy"] = subprocess.Popen(  # noqa: S603
             _flint(
@@ -117,6 +150,7 @@ def run_stack(
                     "",
                     "Flint is up.",
                     f"  REST (through Envoy)  http://{http_host}:{http_port}",
+                    f"  hosted pages          {public_url}/oauth/authorize …",
                     f"  gRPC                  127.0.0.1:{grpc_port}",
                     f"  database              {db.engine.url.render_as_string()}",
                     "Press Ctrl-C to stop.",
@@ -140,11 +174,15 @@ def run_stack(
         return 0
     finally:
         _stop_children(children)
+        with db.unit_of_work() as uow:
+            credentials.expire_key(uow.session, internal.record.id, uow.now)
+            uow.commit()
+        db.dispose()
 
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
     # Envoy first, so no new requests reach a server that is draining.
-    for name in ("envoy", "grpc"):
+    for name in ("envoy", "hosted", "grpc"):
         child = children.get(name)
         if child is None or child.poll() is not None:
             continue

@@ -116,6 +116,14 @@ def expire_active_keys(
     )
 
 
+def expire_key(session: Session, key_id: str, at: datetime) -> None:
+    session.execute(
+        update(ApiKeyRecord)
+        .where(ApiKeyRecord.id == key_id, ApiKeyRecord.expires_at.is_(None))
+        .values(expires_at=at)
+    )
+
+
 def active_keys(session: Session, *, kind: str, owner_id: str, now: datetime) -> list[ApiKeyRecord]:
     rows = session.scalars(
         select(ApiKeyRecord)

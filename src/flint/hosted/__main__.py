@@ -1,0 +1,3 @@
+from flint.hosted.app import main
+
+raise SystemExit(main())
