@@ -8,7 +8,7 @@ the caller commits. On SQLite every writer takes the database lock up front
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -86,9 +86,17 @@ class UnitOfWork:
         self.session = session
         # One timestamp for everything the transaction writes.
         self.now = now
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Runs `callback` once the transaction has committed (never if it rolls back)."""
+        self._after_commit.append(callback)
 
     def commit(self) -> None:
         self.session.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
 
 class Database:
@@ -107,11 +115,12 @@ class Database:
         # Closing the session rolls back whatever was not committed, and keeps
         # loaded objects readable for building the response.
         with Session(self._writer, expire_on_commit=False) as session:
+            uow = UnitOfWork(session, self.clock())
             try:
-                yield UnitOfWork(session, self.clock())
+                yield uow
             except FlintError as error:
                 if error.commit:
-                    session.commit()
+                    uow.commit()
                 raise
 
     @contextmanager

@@ -335,7 +335,7 @@ def _revoke_family(uow: UnitOfWork, family_id: str | None, reason: str) -> None:
         .where(TokenFamilyRecord.id == family_id, TokenFamilyRecord.revoked_at.is_(None))
         .values(revoked_at=uow.now, revoke_reason=reason)
     )
-    tokens.forget_cached_state()
+    uow.after_commit(tokens.forget_cached_state)
 
 
 def _redeem_code(uow: UnitOfWork, app: AppRecord, request: TokenRequest) -> TokenFamilyRecord:

@@ -13,7 +13,7 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, invalid_argument, not_found
 from flint.common.events import record_event
 from flint.common.pagination import fetch_page, parse_page
-from flint.installs import presenter
+from flint.installs import presenter, tokens
 from flint.installs.models import GrantRecord, InstallRecord, TokenFamilyRecord
 
 ENVIRONMENTS = ("test", "live")
@@ -103,6 +103,8 @@ def revoke_token_families(
     if environment is not None:
         query = query.where(TokenFamilyRecord.environment == environment)
     uow.session.execute(query.values(revoked_at=uow.now, revoke_reason=reason))
+    # This process forgets cached token state at once; others within its bound.
+    uow.after_commit(tokens.forget_cached_state)
 
 
 def uninstall(uow: UnitOfWork, principal: Principal, install_id: str) -> InstallView:
