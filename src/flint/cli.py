@@ -18,7 +18,7 @@ from flint.common.auth import Principal, PrincipalKind
 from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.errors import FlintError
-from flint.devseed import seed
+from flint.devseed import dev_install, seed
 from flint.envoy import EnvoySettings
 from flint.hosted import HostedSettings
 from flint.hosted import run as run_hosted
@@ -253,6 +253,40 @@ def cmd_rotate_signing_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_install(args: argparse.Namespace) -> int:
+    db = _database()
+    migrate(db)
+    tokens = dev_install(
+        db,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        merchant_id=args.merchant,
+        scope=args.scope,
+        environment=args.environment,
+        issuer=Settings.from_env().public_url,
+    )
+    data = {
+        "access_token": tokens.access_token,
+        "token_type": "Bearer",
+        "expires_in": tokens.expires_in,
+        "refresh_token": tokens.refresh_token,
+        "scope": " ".join(tokens.scopes),
+        "install_id": tokens.install_id,
+        "merchant_id": tokens.merchant_id,
+        "environment": tokens.environment,
+    }
+    _emit(
+        args,
+        data,
+        [
+            f"Installed on {tokens.merchant_id} ({tokens.environment}): {tokens.install_id}",
+            f"  access token   {tokens.access_token}",
+            f"  refresh token  {tokens.refresh_token}",
+        ],
+    )
+    return 0
+
+
 def cmd_dev_seed(args: argparse.Namespace) -> int:
 
     password = args.password or secrets.token_urlsafe(12)
@@ -381,6 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     dev_seed.add_argument("--password", help="merchant sign-in password (default: random)")
     _json_flag(dev_seed)
     dev_seed.set_defaults(handler=cmd_dev_seed)
+    dev_install_cmd = dev_commands.add_parser(
+        "install",
+        help="install an app on a merchant without the browser (as if approved) and "
+        "print its tokens; local development only",
+    )
+    dev_install_cmd.add_argument("--client-id", required=True)
+    dev_install_cmd.add_argument("--client-secret", required=True)
+    dev_install_cmd.add_argument("--merchant", required=True, help="merchant id, mer_…")
+    dev_install_cmd.add_argument("--scope", required=True, help="space-separated scopes")
+    dev_install_cmd.add_argument("--environment", choices=["test", "live"], default="test")
+    _json_flag(dev_install_cmd)
+    dev_install_cmd.set_defaults(handler=cmd_dev_install)
     return parser
 
 

@@ -7,15 +7,30 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
+
 from flint.accounts import service as accounts
 from flint.apps import service as apps
 from flint.apps.models import AppRecord
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.config import Settings
-from flint.common.db import UnitOfWork
+from flint.common.db import Database, UnitOfWork
+from flint.common.errors import Code, FlintError
+from flint.installs import oauth
 
 EXAMPLE_REDIRECT_URI = "http://localhost:3000/oauth/callback"
-EXAMPLE_SCOPES = ("orders:read", "orders:write", "checkout:write", "refunds:write", "events:read")
+EXAMPLE_SCOPES = (
+    "orders:read",
+    "orders:write",
+    "checkout:write",
+    "payment_links:read",
+    "payment_links:write",
+    "invoices:read",
+    "invoices:write",
+    "refunds:read",
+    "refunds:write",
+    "events:read",
+)
 
 
 @dataclass(frozen=True)
@@ -78,3 +93,52 @@ def seed(uow: UnitOfWork, *, password: str) -> SeedResult:
         ),
     )
     return SeedResult(merchant, password, partner, app, client_secret)
+
+
+def dev_install(
+    db: Database,
+    *,
+    client_id: str,
+    client_secret: str,
+    merchant_id: str,
+    scope: str,
+    environment: str,
+    issuer: str,
+) -> oauth.Tokens:
+    """Installs an app on a merchant without the browser: the same approval and
+    token exchange as the hosted flow, as if the merchant had clicked Approve.
+    For local development only (it needs direct database access)."""
+    with db.read() as session:
+        app = session.scalar(select(AppRecord).where(AppRecord.client_id == client_id))
+    if app is None:
+        raise FlintError(Code.NOT_FOUND, "RESOURCE_NOT_FOUND", f"No app has client_id {client_id}")
+    params = oauth.AuthorizeParams(
+        response_type="code",
+        client_id=client_id,
+        redirect_uri=app.redirect_uris[0],
+        scope=scope,
+        state="",
+        code_challenge="",
+        code_challenge_method="",
+        environment=environment,
+    )
+    merchant = Principal(PrincipalKind.MERCHANT_SESSION, merchant_id)
+    with db.unit_of_work() as uow:
+        code = oauth.approve_authorization(uow, merchant, params)
+        uow.commit()
+    with db.unit_of_work() as uow:
+        tokens = oauth.exchange_token(
+            uow,
+            oauth.TokenRequest(
+                grant_type="authorization_code",
+                code=code.code,
+                redirect_uri=params.redirect_uri,
+                code_verifier="",
+                refresh_token="",
+                client_id=client_id,
+                client_secret=client_secret,
+            ),
+            issuer=issuer,
+        )
+        uow.commit()
+    return tokens

@@ -7,67 +7,15 @@ import json
 import os
 import re
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import flint_env, free_port
-
-REPO = Path(__file__).resolve().parents[2]
-README = (REPO / "README.md").read_text()
-FLINT = str(Path(sys.executable).parent / "flint")
-
-
-def code_blocks(text: str, language: str = "sh") -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
-
-
-def section(title: str) -> str:
-    start = README.index(f"## {title}\n")
-    end = README.find("\n## ", start + 1)
-    return README[start : end if end != -1 else None]
+from tests.conftest import flint_env
+from tests.e2e.readme import FLINT, README, REPO, code_blocks, section
 
 
 def test_readme_opens_with_the_two_commands():
     first = code_blocks(README)[0].strip().splitlines()
     assert [line.split("#")[0].strip() for line in first] == ["make run", "make test"]
-
-
-@pytest.fixture
-def flint_up(database_url: str, db, tmp_path: Path) -> Iterator[int]:
-    http_port = free_port()
-    log_path = tmp_path / "up.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                FLINT,
-                "up",
-                "--http-port",
-                str(http_port),
-                "--grpc-port",
-                str(free_port()),
-                "--hosted-port",
-                str(free_port()),
-                "--admin-port",
-                str(free_port()),
-            ],
-            env=flint_env(database_url),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while "Flint is up." not in log_path.read_text():
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        yield http_port
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def test_quickstart_works_as_written(flint_up: int, database_url: str, tmp_path: Path):

@@ -6,61 +6,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-from playwright.sync_api import Browser, Route, sync_playwright
+from playwright.sync_api import Browser, Route
 
 from tests.conftest import flint_env
-from tests.e2e.test_readme import FLINT, code_blocks, flint_up, section  # noqa: F401 - fixture
+from tests.e2e.readme import Shell, code_blocks, section
 
 CHROMIUM = Path("/usr/bin/chromium")
 CODE_PLACEHOLDER = "fac_paste_the_code_here"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "Chromium is needed at /usr/bin/chromium (make installs it)"
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
-        yield launched
-        launched.close()
-
-
-class Shell:
-    """Runs README blocks one after another, keeping exported variables."""
-
-    def __init__(self, workdir: Path, http_port: int, env: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.http_port = http_port
-        self.env = env
-        self.state = workdir / "state.sh"
-
-    def run(self, block: str) -> str:
-        runnable = block.replace("127.0.0.1:8080", f"127.0.0.1:{self.http_port}")
-        runnable = runnable.replace(".venv/bin/flint", FLINT)
-        script = "\n".join(
-            [
-                "set -euo pipefail",
-                f"cd {self.workdir}",
-                f"[ -f {self.state} ] && source {self.state}",
-                runnable,
-                f"export -p > {self.state}",
-            ]
-        )
-        result = subprocess.run(
-            ["bash", "-c", script],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, f"{block}\n{result.stdout}\n{result.stderr}"
-        return result.stdout
 
 
 def approve_in_browser(browser: Browser, url: str, email: str, password: str) -> str:
@@ -90,7 +45,7 @@ def approve_in_browser(browser: Browser, url: str, email: str, password: str) ->
 
 
 def test_install_walkthrough_works_as_written(
-    flint_up: int,  # noqa: F811 - the fixture
+    flint_up: int,
     database_url: str,
     tmp_path: Path,
     browser: Browser,

@@ -1,32 +1,49 @@
-"""Token, revocation, introspection and JWKS endpoints against the fake core."""
+"""Token, revocation, introspection and JWKS endpoints against the real core."""
 
 from __future__ import annotations
 
 import base64
-from urllib.parse import quote_plus
 
+import grpc
 import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tests.hosted import fake_core
-from tests.hosted.fake_core import FakeCore
+from flint.installs.v1 import installs_service_pb2 as installs_pb
+from flint.installs.v1 import installs_service_pb2_grpc as installs_grpc
+from tests.conftest import bearer
+from tests.hosted.conftest import (
+    CODE_VERIFIER,
+    PUBLIC_URL,
+    REDIRECT_URI,
+    SCOPE,
+    World,
+    basic_auth,
+)
 
+# For what is refused before the core is asked (no code is needed then).
 CODE_GRANT = {
     "grant_type": "authorization_code",
-    "code": fake_core.CODE,
-    "redirect_uri": fake_core.REDIRECT_URI,
-    "code_verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+    "code": "fac_not_a_code",
+    "redirect_uri": REDIRECT_URI,
+    "code_verifier": CODE_VERIFIER,
 }
 
 
-def basic(client_id: str, secret: str) -> dict[str, str]:
-    """RFC 6749 §2.3.1: form-urlencode both, then HTTP Basic."""
-    raw = f"{quote_plus(client_id)}:{quote_plus(secret)}".encode()
-    return {"authorization": "Basic " + base64.b64encode(raw).decode()}
+def code_grant(world: World) -> dict[str, str]:
+    """A token request for a code the merchant just approved."""
+    return {**CODE_GRANT, "code": world.authorization_code()}
 
 
-GOOD_BASIC = basic(fake_core.CLIENT_ID, fake_core.CLIENT_SECRET)
+def good_basic(world: World) -> dict[str, str]:
+    return basic_auth(world.app.client_id, world.app.client_secret)
+
+
+def tokens(world: World) -> dict[str, str]:
+    response = world.browser.post("/oauth/token", data=code_grant(world), headers=good_basic(world))
+    assert response.status_code == 200, response.text
+    body: dict[str, str] = response.json()
+    return body
 
 
 def _assert_oauth_error(response: httpx.Response, status: int, error: str) -> None:
@@ -41,91 +58,119 @@ def _assert_oauth_error(response: httpx.Response, status: int, error: str) -> No
 # --- token ------------------------------------------------------------------------
 
 
-def test_token_with_basic_auth_returns_the_rfc6749_response(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.post("/oauth/token", data=CODE_GRANT, headers=GOOD_BASIC)
+def test_token_with_basic_auth_returns_the_rfc6749_response(world: World) -> None:
+    response = world.browser.post("/oauth/token", data=code_grant(world), headers=good_basic(world))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["pragma"] == "no-cache"
-    assert response.json() == {
-        "access_token": fake_core.ACCESS_TOKEN,
-        "token_type": "Bearer",
-        "expires_in": 3600,
-        "refresh_token": fake_core.REFRESH_TOKEN,
-        "scope": "orders:read events:read",
-        "install_id": "ins_fake",
-        "merchant_id": "mer_fake",
-        "environment": "test",
-    }
+    body = response.json()
+    assert list(body) == [
+        "access_token",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "scope",
+        "install_id",
+        "merchant_id",
+        "environment",
+    ]
+    assert body["access_token"].startswith("eyJ")
+    assert body["token_type"] == "Bearer"
+    assert isinstance(body["expires_in"], int)
+    assert body["expires_in"] > 0
+    assert body["refresh_token"].startswith("frt_")
+    assert body["scope"] == SCOPE
+    assert body["install_id"].startswith("ins_")
+    assert body["merchant_id"] == world.merchant.id
+    assert body["environment"] == "test"
+    (call,) = world.calls("ExchangeToken")
+    assert (call.principal, call.code) == (world.core.internal_principal, "OK")
 
 
-def test_token_decodes_form_urlencoded_basic_credentials(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    app_client.post("/oauth/token", data=CODE_GRANT, headers=GOOD_BASIC)
-    (call,) = core.called("ExchangeToken")
-    assert call.authorization == f"Bearer {fake_core.INTERNAL_KEY}"
-    assert call.request.client_id == fake_core.CLIENT_ID
-    assert call.request.client_secret == fake_core.CLIENT_SECRET  # "s3cret value+/&="
-    assert call.request.code == fake_core.CODE
-    assert call.request.code_verifier == CODE_GRANT["code_verifier"]
-    assert call.request.redirect_uri == fake_core.REDIRECT_URI
+def test_token_decodes_form_urlencoded_basic_credentials(world: World) -> None:
+    # RFC 6749 §2.3.1: a client may percent-encode any character; the core only
+    # accepts the secret if the app decoded every one of them.
+    def encoded(value: str) -> str:
+        return "".join(f"%{byte:02X}" for byte in value.encode())
+
+    raw = f"{encoded(world.app.client_id)}:{encoded(world.app.client_secret)}".encode()
+    response = world.browser.post(
+        "/oauth/token",
+        data=code_grant(world),
+        headers={"authorization": "Basic " + base64.b64encode(raw).decode()},
+    )
+    assert response.status_code == 200, response.text
 
 
-def test_token_with_client_secret_post(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post(
+def test_token_with_client_secret_post(world: World) -> None:
+    response = world.browser.post(
         "/oauth/token",
         data={
-            **CODE_GRANT,
-            "client_id": fake_core.CLIENT_ID,
-            "client_secret": fake_core.CLIENT_SECRET,
+            **code_grant(world),
+            "client_id": world.app.client_id,
+            "client_secret": world.app.client_secret,
         },
     )
-    assert response.status_code == 200
-    (call,) = core.called("ExchangeToken")
-    assert call.request.client_secret == fake_core.CLIENT_SECRET
+    assert response.status_code == 200, response.text
 
 
-def test_token_for_a_public_client_sends_no_secret(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post(
-        "/oauth/token", data={**CODE_GRANT, "client_id": fake_core.CLIENT_ID}
-    )
-    assert response.status_code == 200
-    (call,) = core.called("ExchangeToken")
-    assert call.request.client_secret == ""
-
-
-def test_token_with_basic_and_body_secret_at_once_is_invalid_request(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.post(
+def test_token_with_a_wrong_client_secret_post_is_invalid_client(world: World) -> None:
+    response = world.browser.post(
         "/oauth/token",
-        data={**CODE_GRANT, "client_secret": fake_core.CLIENT_SECRET},
-        headers=GOOD_BASIC,
+        data={**code_grant(world), "client_id": world.app.client_id, "client_secret": "wrong"},
+    )
+    _assert_oauth_error(response, 401, "invalid_client")
+
+
+def test_token_for_a_public_client_sends_no_secret(world: World) -> None:
+    # No secret: the core takes the client at its word and relies on PKCE.
+    response = world.browser.post(
+        "/oauth/token", data={**code_grant(world), "client_id": world.app.client_id}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_token_for_a_public_client_really_sends_no_secret(world: World) -> None:
+    # A code issued without PKCE is redeemed only with the client secret: the
+    # core refuses it here because the app passed no secret along.
+    code = world.authorization_code(code_challenge="", code_challenge_method="")
+    response = world.browser.post(
+        "/oauth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "client_id": world.app.client_id,
+        },
+    )
+    _assert_oauth_error(response, 401, "invalid_client")
+    assert response.json()["error_description"] == "A client without a secret must use PKCE"
+
+
+def test_token_with_basic_and_body_secret_at_once_is_invalid_request(world: World) -> None:
+    response = world.browser.post(
+        "/oauth/token",
+        data={**CODE_GRANT, "client_secret": world.app.client_secret},
+        headers=good_basic(world),
     )
     _assert_oauth_error(response, 400, "invalid_request")
-    assert core.calls == []
+    assert world.calls() == []
 
 
-def test_token_with_body_client_id_other_than_basic_is_invalid_request(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.post(
-        "/oauth/token", data={**CODE_GRANT, "client_id": "app_other"}, headers=GOOD_BASIC
+def test_token_with_body_client_id_other_than_basic_is_invalid_request(world: World) -> None:
+    response = world.browser.post(
+        "/oauth/token", data={**CODE_GRANT, "client_id": "app_other"}, headers=good_basic(world)
     )
     _assert_oauth_error(response, 400, "invalid_request")
-    assert core.calls == []
+    assert world.calls() == []
 
 
-def test_token_without_client_authentication_is_invalid_client(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.post("/oauth/token", data=CODE_GRANT)
+def test_token_without_client_authentication_is_invalid_client(world: World) -> None:
+    response = world.browser.post("/oauth/token", data=CODE_GRANT)
     _assert_oauth_error(response, 401, "invalid_client")
     assert response.headers["www-authenticate"] == 'Basic realm="flint"'
-    assert core.calls == []
+    assert world.calls() == []
 
 
 @pytest.mark.parametrize(
@@ -136,59 +181,55 @@ def test_token_without_client_authentication_is_invalid_client(
         pytest.param("Bearer abc", id="other-scheme"),
     ],
 )
-def test_token_with_malformed_authorization_is_invalid_client(
-    app_client: TestClient, core: FakeCore, header: str
-) -> None:
-    response = app_client.post("/oauth/token", data=CODE_GRANT, headers={"authorization": header})
+def test_token_with_malformed_authorization_is_invalid_client(world: World, header: str) -> None:
+    response = world.browser.post(
+        "/oauth/token", data=CODE_GRANT, headers={"authorization": header}
+    )
     _assert_oauth_error(response, 401, "invalid_client")
     assert response.headers["www-authenticate"] == 'Basic realm="flint"'
+    assert world.calls() == []
 
 
-def test_token_with_wrong_secret_is_401_invalid_client(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.post(
-        "/oauth/token", data=CODE_GRANT, headers=basic(fake_core.CLIENT_ID, "wrong")
+def test_token_with_wrong_secret_is_401_invalid_client(world: World) -> None:
+    response = world.browser.post(
+        "/oauth/token", data=CODE_GRANT, headers=basic_auth(world.app.client_id, "wrong")
     )
     _assert_oauth_error(response, 401, "invalid_client")
     assert response.headers["www-authenticate"] == 'Basic realm="flint"'
     assert response.json()["error_description"] == "Client authentication failed"
 
 
-def test_token_with_used_code_is_400_invalid_grant(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post(
-        "/oauth/token", data={**CODE_GRANT, "code": "used"}, headers=GOOD_BASIC
-    )
+def test_token_with_used_code_is_400_invalid_grant(world: World) -> None:
+    grant = code_grant(world)
+    first = world.browser.post("/oauth/token", data=grant, headers=good_basic(world))
+    assert first.status_code == 200, first.text
+    response = world.browser.post("/oauth/token", data=grant, headers=good_basic(world))
     _assert_oauth_error(response, 400, "invalid_grant")
     assert "www-authenticate" not in response.headers
 
 
-def test_token_with_unknown_grant_type_is_unsupported_grant_type(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.post(
-        "/oauth/token", data={**CODE_GRANT, "grant_type": "password"}, headers=GOOD_BASIC
+def test_token_with_unknown_grant_type_is_unsupported_grant_type(world: World) -> None:
+    response = world.browser.post(
+        "/oauth/token", data={**CODE_GRANT, "grant_type": "password"}, headers=good_basic(world)
     )
     _assert_oauth_error(response, 400, "unsupported_grant_type")
 
 
-def test_token_with_json_body_is_invalid_request(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post("/oauth/token", json=CODE_GRANT, headers=GOOD_BASIC)
+def test_token_with_json_body_is_invalid_request(world: World) -> None:
+    response = world.browser.post("/oauth/token", json=CODE_GRANT, headers=good_basic(world))
     _assert_oauth_error(response, 400, "invalid_request")
-    assert core.calls == []
+    assert world.calls() == []
 
 
-def test_token_with_a_repeated_parameter_is_invalid_request(
-    app_client: TestClient, core: FakeCore
-) -> None:
+def test_token_with_a_repeated_parameter_is_invalid_request(world: World) -> None:
     body = "grant_type=authorization_code&code=a&code=b"
-    response = app_client.post(
+    response = world.browser.post(
         "/oauth/token",
         content=body,
-        headers={**GOOD_BASIC, "content-type": "application/x-www-form-urlencoded"},
+        headers={**good_basic(world), "content-type": "application/x-www-form-urlencoded"},
     )
     _assert_oauth_error(response, 400, "invalid_request")
-    assert core.calls == []
+    assert world.calls() == []
 
 
 def test_token_endpoint_refuses_get(client: TestClient) -> None:
@@ -196,90 +237,125 @@ def test_token_endpoint_refuses_get(client: TestClient) -> None:
 
 
 def test_token_when_the_core_is_down_is_503(client: TestClient) -> None:
-    response = client.post("/oauth/token", data=CODE_GRANT, headers=GOOD_BASIC)
+    response = client.post(
+        "/oauth/token", data=CODE_GRANT, headers=basic_auth("app_client_good", "secret")
+    )
     _assert_oauth_error(response, 503, "temporarily_unavailable")
 
 
 # --- revocation ---------------------------------------------------------------------
 
 
-def test_revoke_answers_200_and_passes_the_token(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post(
+def test_revoke_answers_200_and_passes_the_token(world: World) -> None:
+    issued = tokens(world)
+    response = world.browser.post(
         "/oauth/revoke",
-        data={"token": "anything-unknown", "token_type_hint": "refresh_token"},
-        headers=GOOD_BASIC,
+        data={"token": issued["refresh_token"], "token_type_hint": "refresh_token"},
+        headers=good_basic(world),
     )
     assert response.status_code == 200
     assert response.content == b""
-    (call,) = core.called("RevokeToken")
-    assert call.request.token == "anything-unknown"
-    assert call.request.token_type_hint == "refresh_token"
-    assert call.request.client_secret == fake_core.CLIENT_SECRET
+    assert response.headers["cache-control"] == "no-store"
+    (call,) = world.calls("RevokeToken")
+    assert (call.principal, call.code) == (world.core.internal_principal, "OK")
+    # The core revoked the whole grant: the access token is dead too.
+    introspected = world.browser.post(
+        "/oauth/introspect", data={"token": issued["access_token"]}, headers=good_basic(world)
+    )
+    assert introspected.json() == {"active": False}
 
 
-def test_revoke_without_token_is_invalid_request(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post("/oauth/revoke", data={}, headers=GOOD_BASIC)
+def test_revoke_of_an_unknown_token_answers_200(world: World) -> None:
+    response = world.browser.post(
+        "/oauth/revoke", data={"token": "anything-unknown"}, headers=good_basic(world)
+    )
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_revoke_without_token_is_invalid_request(world: World) -> None:
+    response = world.browser.post("/oauth/revoke", data={}, headers=good_basic(world))
     _assert_oauth_error(response, 400, "invalid_request")
+    assert world.calls() == []
 
 
-def test_revoke_with_wrong_secret_is_401(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post(
-        "/oauth/revoke", data={"token": "t"}, headers=basic(fake_core.CLIENT_ID, "wrong")
+def test_revoke_with_wrong_secret_is_401(world: World) -> None:
+    issued = tokens(world)
+    response = world.browser.post(
+        "/oauth/revoke",
+        data={"token": issued["refresh_token"]},
+        headers=basic_auth(world.app.client_id, "wrong"),
     )
     _assert_oauth_error(response, 401, "invalid_client")
+    # Nothing was revoked.
+    introspected = world.browser.post(
+        "/oauth/introspect", data={"token": issued["access_token"]}, headers=good_basic(world)
+    )
+    assert introspected.json()["active"] is True
 
 
 # --- introspection ------------------------------------------------------------------
 
 
-def test_introspect_active_token(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post(
-        "/oauth/introspect", data={"token": fake_core.ACCESS_TOKEN}, headers=GOOD_BASIC
+def test_introspect_active_token(world: World) -> None:
+    issued = tokens(world)
+    response = world.browser.post(
+        "/oauth/introspect", data={"token": issued["access_token"]}, headers=good_basic(world)
     )
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["active"] is True
-    assert body["scope"] == "orders:read"
-    assert body["client_id"] == fake_core.CLIENT_ID
-    assert body["exp"] == 2_000_000_000
-    assert body["install_id"] == "ins_fake"
+    assert body["scope"] == SCOPE
+    assert body["client_id"] == world.app.client_id
+    assert isinstance(body["exp"], int)
+    assert body["exp"] - body["iat"] == issued["expires_in"]
+    assert body["iss"] == PUBLIC_URL
+    assert body["sub"] == issued["install_id"]
+    assert body["install_id"] == issued["install_id"]
+    assert body["merchant_id"] == world.merchant.id
     assert body["environment"] == "test"
+    (call,) = world.calls("IntrospectToken")
+    assert (call.principal, call.code) == (world.core.internal_principal, "OK")
 
 
-def test_introspect_inactive_token_says_only_inactive(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.post("/oauth/introspect", data={"token": "other"}, headers=GOOD_BASIC)
+def test_introspect_inactive_token_says_only_inactive(world: World) -> None:
+    response = world.browser.post(
+        "/oauth/introspect", data={"token": "other"}, headers=good_basic(world)
+    )
     assert response.status_code == 200
     assert response.json() == {"active": False}
 
 
-def test_introspect_by_a_public_client_is_refused(app_client: TestClient, core: FakeCore) -> None:
-    response = app_client.post(
-        "/oauth/introspect",
-        data={"token": fake_core.ACCESS_TOKEN, "client_id": fake_core.CLIENT_ID},
+def test_introspect_by_a_public_client_is_refused(world: World) -> None:
+    response = world.browser.post(
+        "/oauth/introspect", data={"token": "eyJ.any.token", "client_id": world.app.client_id}
     )
     _assert_oauth_error(response, 401, "invalid_client")
-    assert core.calls == []
+    assert world.calls() == []
 
 
 # --- JWKS -------------------------------------------------------------------------
 
 
-def test_jwks_lists_the_public_keys_and_is_cacheable(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = app_client.get("/.well-known/jwks.json")
+def test_jwks_lists_the_public_keys_and_is_cacheable(world: World) -> None:
+    response = world.browser.get("/.well-known/jwks.json")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "public, max-age=300"
+    with grpc.insecure_channel(world.core.target) as channel:
+        published = installs_grpc.OAuthServiceStub(channel).GetJwks(
+            installs_pb.GetJwksRequest(), metadata=bearer(world.core.internal_key)
+        )
+    assert published.keys
     assert response.json() == {
         "keys": [
-            {"kty": "RSA", "kid": "key-1", "use": "sig", "alg": "RS256", "n": "AQAB-n", "e": "AQAB"}
+            {"kty": key.kty, "kid": key.kid, "use": key.use, "alg": key.alg, "n": key.n, "e": key.e}
+            for key in published.keys
         ]
     }
-    (call,) = core.called("GetJwks")
-    assert call.authorization == f"Bearer {fake_core.INTERNAL_KEY}"
+    assert {key["kty"] for key in response.json()["keys"]} == {"RSA"}
+    (call,) = world.calls("GetJwks")
+    assert (call.principal, call.code) == (world.core.internal_principal, "OK")
 
 
 def test_jwks_when_the_core_is_down_is_503_and_not_cached(client: TestClient) -> None:

@@ -7,10 +7,8 @@ import logging
 import pytest
 from starlette.testclient import TestClient
 
-from tests.hosted import fake_core
-from tests.hosted.conftest import csrf_from
-from tests.hosted.fake_core import FakeCore
-from tests.hosted.test_oauth_api import CODE_GRANT, GOOD_BASIC
+from tests.hosted.conftest import PASSWORD, World, csrf_from
+from tests.hosted.test_oauth_api import code_grant, good_basic
 
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -36,35 +34,40 @@ def test_one_line_per_request_with_method_path_and_status(
 
 
 def test_signin_log_has_no_password_or_session_token(
-    app_client: TestClient, core: FakeCore, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    token = csrf_from(app_client.get("/hosted/signin").text)
+    token = csrf_from(world.browser.get("/hosted/signin").text)
     with caplog.at_level(logging.INFO, logger="flint.hosted"):
-        app_client.post(
+        response = world.browser.post(
             "/hosted/signin",
-            data={"csrf_token": token, "email": fake_core.EMAIL, "password": fake_core.PASSWORD},
+            data={"csrf_token": token, "email": world.merchant.email, "password": PASSWORD},
         )
+    assert response.status_code == 303, response.text
     text = "\n".join(_lines(caplog))
     assert "http_request" in text
-    assert fake_core.PASSWORD not in text
-    assert fake_core.SESSION_TOKEN not in text
+    assert world.merchant.id in text  # who signed in is logged
+    assert PASSWORD not in text
+    assert world.session_token() not in text
     assert token not in text
 
 
 def test_token_log_has_no_code_secret_or_tokens(
-    app_client: TestClient, core: FakeCore, caplog: pytest.LogCaptureFixture
+    world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
+    grant, basic = code_grant(world), good_basic(world)
     with caplog.at_level(logging.INFO, logger="flint.hosted"):
-        response = app_client.post("/oauth/token", data=CODE_GRANT, headers=GOOD_BASIC)
-    assert response.status_code == 200
+        response = world.browser.post("/oauth/token", data=grant, headers=basic)
+    assert response.status_code == 200, response.text
+    issued = response.json()
     text = "\n".join(_lines(caplog))
     assert "client_secret_basic" in text
+    assert issued["install_id"] in text
     for secret in (
-        fake_core.CODE,
-        fake_core.CLIENT_SECRET,
-        fake_core.ACCESS_TOKEN,
-        fake_core.REFRESH_TOKEN,
-        GOOD_BASIC["authorization"],
-        CODE_GRANT["code_verifier"],
+        grant["code"],
+        grant["code_verifier"],
+        world.app.client_secret,
+        basic["authorization"],
+        issued["access_token"],
+        issued["refresh_token"],
     ):
         assert secret not in text

@@ -1,4 +1,5 @@
-"""Sign-in and sign-out: CSRF, the `next` redirect, credentials errors, cookies."""
+"""Sign-in and sign-out: CSRF, the `next` redirect, credentials errors, cookies,
+against the real core."""
 
 from __future__ import annotations
 
@@ -8,20 +9,20 @@ from starlette.testclient import TestClient
 
 from flint.hosted import create_app
 from flint.hosted import sessions as sessions_module
-from tests.hosted import fake_core
-from tests.hosted.conftest import csrf_from, hosted_settings, sign_in
-from tests.hosted.fake_core import FakeCore
+from tests.hosted.conftest import PASSWORD, World, csrf_from, hosted_settings
+
+EMAIL = "shop@example.com"
 
 
-def _post_signin(client: TestClient, **fields: str) -> httpx.Response:
+def _post_signin(world: World, **fields: str) -> httpx.Response:
     form = {
-        "csrf_token": csrf_from(client.get("/hosted/signin").text),
-        "email": fake_core.EMAIL,
-        "password": fake_core.PASSWORD,
+        "csrf_token": csrf_from(world.browser.get("/hosted/signin").text),
+        "email": world.merchant.email,
+        "password": PASSWORD,
         "next": "/hosted/",
     }
     form.update(fields)
-    response: httpx.Response = client.post("/hosted/signin", data=form)
+    response: httpx.Response = world.browser.post("/hosted/signin", data=form)
     return response
 
 
@@ -30,9 +31,7 @@ def _post_signin(client: TestClient, **fields: str) -> httpx.Response:
 
 def test_signin_without_csrf_token_is_refused(client: TestClient) -> None:
     client.get("/hosted/signin")  # the browser has its CSRF cookie
-    response = client.post(
-        "/hosted/signin", data={"email": fake_core.EMAIL, "password": fake_core.PASSWORD}
-    )
+    response = client.post("/hosted/signin", data={"email": EMAIL, "password": PASSWORD})
     assert response.status_code == 403
     assert "This form has expired" in response.text
     assert "set-cookie" not in response.headers
@@ -78,31 +77,32 @@ def test_signin_with_expired_csrf_token_is_refused(
     assert response.status_code == 403
 
 
-def test_csrf_refusal_does_not_call_the_core(app_client: TestClient, core: FakeCore) -> None:
-    app_client.get("/hosted/signin")
-    response = app_client.post(
+def test_csrf_refusal_does_not_call_the_core(world: World) -> None:
+    world.browser.get("/hosted/signin")
+    response = world.browser.post(
         "/hosted/signin",
-        data={"csrf_token": "forged", "email": fake_core.EMAIL, "password": fake_core.PASSWORD},
+        data={"csrf_token": "forged", "email": world.merchant.email, "password": PASSWORD},
     )
     assert response.status_code == 403
-    assert core.calls == []
+    assert world.calls() == []
+    assert world.sign_in_attempts(world.merchant.email) == []
 
 
-def test_form_rendered_before_sign_in_is_refused_after_it(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    old_token = csrf_from(app_client.get("/hosted/signin").text)
-    sign_in(app_client)
-    response = app_client.post("/hosted/signout", data={"csrf_token": old_token})
+def test_form_rendered_before_sign_in_is_refused_after_it(world: World) -> None:
+    old_token = csrf_from(world.browser.get("/hosted/signin").text)
+    world.sign_in()
+    response = world.browser.post("/hosted/signout", data={"csrf_token": old_token})
     assert response.status_code == 403
-    assert core.called("RevokeMerchantSession") == []
+    assert world.calls("RevokeMerchantSession") == []
+    world.consent()  # the session still works
 
 
-def test_signout_without_csrf_token_is_refused(app_client: TestClient, core: FakeCore) -> None:
-    sign_in(app_client)
-    response = app_client.post("/hosted/signout", data={})
+def test_signout_without_csrf_token_is_refused(world: World) -> None:
+    world.sign_in()
+    response = world.browser.post("/hosted/signout", data={})
     assert response.status_code == 403
-    assert core.called("RevokeMerchantSession") == []
+    assert world.calls("RevokeMerchantSession") == []
+    world.consent()  # the session still works
 
 
 # --- next -----------------------------------------------------------------------
@@ -122,10 +122,8 @@ def test_signout_without_csrf_token_is_refused(app_client: TestClient, core: Fak
         pytest.param("/" + "a" * 9000, id="too-long"),
     ],
 )
-def test_signin_refuses_to_redirect_off_site(
-    app_client: TestClient, core: FakeCore, next_value: str
-) -> None:
-    response = _post_signin(app_client, next=next_value)
+def test_signin_refuses_to_redirect_off_site(world: World, next_value: str) -> None:
+    response = _post_signin(world, next=next_value)
     assert response.status_code == 303
     assert response.headers["location"] == "/hosted/"
 
@@ -136,11 +134,9 @@ def test_signin_page_does_not_carry_an_off_site_next(client: TestClient) -> None
     assert "evil.example" not in html
 
 
-def test_signin_redirects_to_a_same_site_next_unchanged(
-    app_client: TestClient, core: FakeCore
-) -> None:
+def test_signin_redirects_to_a_same_site_next_unchanged(world: World) -> None:
     target = "/oauth/authorize?client_id=app_client_good&state=a%20b&scope=orders%3Aread"
-    response = _post_signin(app_client, next=target)
+    response = _post_signin(world, next=target)
     assert response.status_code == 303
     assert response.headers["location"] == target
 
@@ -148,8 +144,8 @@ def test_signin_redirects_to_a_same_site_next_unchanged(
 # --- credentials ----------------------------------------------------------------
 
 
-def test_signin_sets_an_httponly_lax_session_cookie(app_client: TestClient, core: FakeCore) -> None:
-    response = _post_signin(app_client)
+def test_signin_sets_an_httponly_lax_session_cookie(world: World) -> None:
+    response = _post_signin(world)
     cookie = response.headers["set-cookie"]
     assert cookie.startswith("flint_session=")
     assert "HttpOnly" in cookie
@@ -159,89 +155,91 @@ def test_signin_sets_an_httponly_lax_session_cookie(app_client: TestClient, core
     assert "Secure" not in cookie  # the public URL is http://127.0.0.1
 
 
-def test_signin_passes_email_password_and_client_address(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    _post_signin(app_client)
-    (call,) = core.called("CreateMerchantSession")
-    assert call.authorization == f"Bearer {fake_core.INTERNAL_KEY}"
-    assert call.request.email == fake_core.EMAIL
-    assert call.request.password == fake_core.PASSWORD
-    assert call.request.client_ip == "testclient"  # the peer: no X-Forwarded-For
+def test_signin_passes_email_password_and_client_address(world: World) -> None:
+    del world.browser.headers["x-forwarded-for"]
+    response = _post_signin(world)
+    assert response.status_code == 303, response.text
+    (call,) = world.calls("CreateMerchantSession")
+    assert call.principal == world.core.internal_principal
+    assert call.code == "OK"
+    # The peer: no X-Forwarded-For.
+    assert world.sign_in_attempts(world.merchant.email) == [("testclient", True)]
 
 
-def test_signin_takes_the_address_envoy_appended_not_one_the_client_sent(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    token = csrf_from(app_client.get("/hosted/signin").text)
-    app_client.post(
+def test_signin_takes_the_address_envoy_appended_not_one_the_client_sent(world: World) -> None:
+    token = csrf_from(world.browser.get("/hosted/signin").text)
+    response = world.browser.post(
         "/hosted/signin",
-        data={"csrf_token": token, "email": fake_core.EMAIL, "password": fake_core.PASSWORD},
+        data={"csrf_token": token, "email": world.merchant.email, "password": PASSWORD},
         headers={"x-forwarded-for": "6.6.6.6,203.0.113.7"},
     )
-    (call,) = core.called("CreateMerchantSession")
-    assert call.request.client_ip == "203.0.113.7"
+    assert response.status_code == 303, response.text
+    assert world.sign_in_attempts(world.merchant.email) == [("203.0.113.7", True)]
 
 
-def test_signin_with_wrong_password_shows_the_form_with_a_generic_message(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = _post_signin(app_client, password="wrong password")
+def test_signin_with_wrong_password_shows_the_form_with_a_generic_message(world: World) -> None:
+    response = _post_signin(world, password="wrong password")
     assert response.status_code == 401
     html = response.text
     assert "The email or password is not correct." in html
-    assert f'value="{fake_core.EMAIL}"' in html
+    assert f'value="{world.merchant.email}"' in html
     assert "wrong password" not in html
     assert "flint_session" not in response.headers.get("set-cookie", "")
+    (call,) = world.calls("CreateMerchantSession")
+    assert (call.code, call.reason) == ("UNAUTHENTICATED", "INVALID_CREDENTIALS")
 
 
-def test_signin_with_unknown_email_gets_the_same_answer(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = _post_signin(app_client, email="nobody@example.com")
+def test_signin_with_unknown_email_gets_the_same_answer(world: World) -> None:
+    response = _post_signin(world, email=f"nobody-{world.request_id}@example.com")
     assert response.status_code == 401
     assert "The email or password is not correct." in response.text
 
 
-def test_signin_rate_limited_answers_429_with_retry_after(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = _post_signin(app_client, email=fake_core.RATE_LIMITED_EMAIL)
-    assert response.status_code == 429
-    assert response.headers["retry-after"] == "90"
-    assert "Too many sign-in attempts" in response.text
+def test_signin_rate_limited_answers_429_with_retry_after(world: World) -> None:
+    # The core allows 5 failed sign-ins per email in 15 minutes.
+    for _ in range(5):
+        assert _post_signin(world, password="wrong password").status_code == 401
+    response = _post_signin(world)  # even the right password, now
+    assert response.status_code == 429, response.text
+    # The window opened by the first failure closes in (almost) 15 minutes.
+    assert 15 * 60 - 60 < int(response.headers["retry-after"]) <= 15 * 60
+    assert "Too many sign-in attempts. Try again in 15 minutes." in response.text
+    assert "flint_session" not in response.headers.get("set-cookie", "")
+    assert world.calls("CreateMerchantSession")[-1].reason == "RATE_LIMITED"
 
 
-def test_signin_with_empty_fields_is_refused_without_calling_the_core(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    response = _post_signin(app_client, password="")
+def test_signin_with_empty_fields_is_refused_without_calling_the_core(world: World) -> None:
+    response = _post_signin(world, password="")
     assert response.status_code == 400
-    assert core.calls == []
+    assert world.calls() == []
 
 
 def test_signin_when_the_core_is_down_answers_503(client: TestClient) -> None:
-    response = _post_signin(client)
+    token = csrf_from(client.get("/hosted/signin").text)
+    response = client.post(
+        "/hosted/signin", data={"csrf_token": token, "email": EMAIL, "password": PASSWORD}
+    )
     assert response.status_code == 503
     assert "temporarily unavailable" in response.text
 
 
-def test_session_token_never_appears_in_a_page(app_client: TestClient, core: FakeCore) -> None:
-    sign_in(app_client)
-    html = app_client.get("/hosted/").text
+def test_session_token_never_appears_in_a_page(world: World) -> None:
+    world.sign_in()
+    html = world.browser.get("/hosted/").text
     assert "Corner &lt;Shop&gt;" in html  # the name, escaped
-    assert fake_core.SESSION_TOKEN not in html
+    token = world.session_token()
+    assert token.startswith("fms_")
+    assert token not in html
 
 
 # --- sign-out -------------------------------------------------------------------
 
 
-def test_signout_revokes_the_session_and_clears_the_cookie(
-    app_client: TestClient, core: FakeCore
-) -> None:
-    sign_in(app_client)
-    token = csrf_from(app_client.get("/hosted/").text)
-    response = app_client.post(
+def test_signout_revokes_the_session_and_clears_the_cookie(world: World) -> None:
+    world.sign_in()
+    signed_in_cookies = dict(world.browser.cookies)
+    token = csrf_from(world.browser.get("/hosted/").text)
+    response = world.browser.post(
         "/hosted/signout", data={"csrf_token": token, "next": "/oauth/authorize?x=1"}
     )
     assert response.status_code == 303
@@ -249,9 +247,14 @@ def test_signout_revokes_the_session_and_clears_the_cookie(
         "/hosted/signin?signed_out=1&next=%2Foauth%2Fauthorize%3Fx%3D1"
     )
     assert 'flint_session=""' in response.headers["set-cookie"]
-    (call,) = core.called("RevokeMerchantSession")
-    assert call.authorization == f"Bearer {fake_core.SESSION_TOKEN}"
-    assert app_client.get("/hosted/").status_code == 302  # signed out
+    (call,) = world.calls("RevokeMerchantSession")
+    assert (call.principal, call.code) == (world.session_principal, "OK")
+    assert world.browser.get("/hosted/").status_code == 302  # signed out
+    # The core ended the session: the old cookie, replayed, is refused.
+    world.browser.cookies.update(signed_in_cookies)
+    replayed = world.browser.get("/oauth/authorize", params=world.params)
+    assert replayed.status_code == 302
+    assert replayed.headers["location"].startswith("/hosted/signin?next=")
 
 
 # --- Secure cookies -------------------------------------------------------------

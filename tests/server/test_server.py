@@ -3,12 +3,9 @@ request ids and graceful shutdown."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Iterator
-from concurrent.futures import Future
 
 import grpc
 import pytest
@@ -18,9 +15,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from flint.apps import service as apps_service
 from flint.apps.v1 import apps_service_pb2 as apps_pb
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
-from flint.common.db import Database
 from flint.server.access import access_rules
-from flint.server.app import SERVICE_FILES, SERVICE_NAMES, RunningServer, start_server
+from flint.server.app import SERVICE_FILES, SERVICE_NAMES
 from tests.conftest import PartnerCreds, bearer, start_grpc_server, wait_until
 from tests.errors import grpc_error
 
@@ -65,34 +61,7 @@ def test_request_id_is_echoed(apps_stub, new_partner: PartnerCreds):
     assert ("x-request-id", "req-test-123") in call.initial_metadata()
 
 
-# --- an in-process server, for what needs a handler to misbehave ------------------
-
-
-class InProcess:
-    """Runs `start_server` on its own event loop thread."""
-
-    def __init__(self, db: Database) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.running: RunningServer = self.submit(start_server(db)).result(10)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.running.port}")
-
-    def submit(self, coroutine) -> Future:  # type: ignore[no-untyped-def,type-arg]
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.submit(self.running.stop(0)).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@pytest.fixture
-def in_process(db: Database) -> Iterator[InProcess]:
-    server = InProcess(db)
-    yield server
-    server.close()
+# --- an in-process server (tests/server/conftest.py), for a misbehaving handler --
 
 
 def test_unexpected_error_is_internal_with_a_logged_error_id(

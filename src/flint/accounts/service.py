@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,12 +21,11 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, already_exists, not_found
 from flint.common.ids import new_id
 from flint.common.pagination import fetch_page, parse_page
-from flint.common.validation import check_text
+from flint.common.validation import check_email, check_text
 
 ENVIRONMENTS = ("test", "live")
 MAX_NAME_LENGTH = 200
 MAX_PREVIOUS_KEY_TTL_SECONDS = 7 * 24 * 3600
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 @dataclass(frozen=True)
@@ -86,8 +84,8 @@ def create_merchant(uow: UnitOfWork, *, name: str, email: str, password: str) ->
     check_text(violations, "merchant.name", name, max_length=MAX_NAME_LENGTH, required=True)
     if not email:
         violations.add("merchant.email", "FIELD_REQUIRED", "is required")
-    elif len(email) > 254 or not _EMAIL.match(email):
-        violations.add("merchant.email", "INVALID_EMAIL", "is not an email address")
+    else:
+        check_email(violations, "merchant.email", email)
     if len(password) < passwords.MIN_LENGTH:
         violations.add(
             "password",

@@ -11,6 +11,7 @@ from flint.accounts.v1 import accounts_service_pb2_grpc as pb_grpc
 from flint.common.credentials import ApiKeyRecord
 from flint.common.db import Database
 from flint.common.errors import invalid_argument
+from flint.server import idempotency
 from flint.server.convert import timestamp
 from flint.server.interceptors import current_principal
 
@@ -69,9 +70,8 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
                 email=request.merchant.email,
                 password=request.password,
             )
-            uow.commit()
-        keys = [api_key_pb(key.record, key.secret) for key in created.keys]
-        return merchant_pb(created.merchant, keys)
+            keys = [api_key_pb(key.record, key.secret) for key in created.keys]
+            return idempotency.commit(uow, merchant_pb(created.merchant, keys))
 
     def GetMerchant(self, request: pb.GetMerchantRequest, context: Any) -> pb.Merchant:
         with self._db.read() as session:
@@ -100,14 +100,13 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
                 environment=environment_from_pb(request.environment),
                 previous_key_ttl_seconds=request.previous_key_ttl_seconds,
             )
-            uow.commit()
-        return api_key_pb(issued.record, issued.secret)
+            return idempotency.commit(uow, api_key_pb(issued.record, issued.secret))
 
     def CreatePartner(self, request: pb.CreatePartnerRequest, context: Any) -> pb.Partner:
         with self._db.unit_of_work() as uow:
             created = service.create_partner(uow, name=request.partner.name)
-            uow.commit()
-        return partner_pb(created.partner, api_key_pb(created.key.record, created.key.secret))
+            key = api_key_pb(created.key.record, created.key.secret)
+            return idempotency.commit(uow, partner_pb(created.partner, key))
 
     def GetPartner(self, request: pb.GetPartnerRequest, context: Any) -> pb.Partner:
         with self._db.read() as session:
@@ -133,21 +132,22 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
             signed_in = service.sign_in(
                 uow, email=request.email, password=request.password, client_ip=request.client_ip
             )
-            uow.commit()
-        return pb.MerchantSession(
-            token=signed_in.token,
-            merchant_id=signed_in.merchant.id,
-            merchant_name=signed_in.merchant.name,
-            expire_time=timestamp(signed_in.session.expires_at),
-        )
+            return idempotency.commit(
+                uow,
+                pb.MerchantSession(
+                    token=signed_in.token,
+                    merchant_id=signed_in.merchant.id,
+                    merchant_name=signed_in.merchant.name,
+                    expire_time=timestamp(signed_in.session.expires_at),
+                ),
+            )
 
     def RevokeMerchantSession(
         self, request: pb.RevokeMerchantSessionRequest, context: Any
     ) -> pb.RevokeMerchantSessionResponse:
         with self._db.unit_of_work() as uow:
             service.sign_out(uow, current_principal())
-            uow.commit()
-        return pb.RevokeMerchantSessionResponse()
+            return idempotency.commit(uow, pb.RevokeMerchantSessionResponse())
 
     def RotatePartnerKey(self, request: pb.RotatePartnerKeyRequest, context: Any) -> pb.ApiKey:
         with self._db.unit_of_work() as uow:
@@ -157,5 +157,4 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
                 partner_id=request.id,
                 previous_key_ttl_seconds=request.previous_key_ttl_seconds,
             )
-            uow.commit()
-        return api_key_pb(issued.record, issued.secret)
+            return idempotency.commit(uow, api_key_pb(issued.record, issued.secret))

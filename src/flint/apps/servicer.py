@@ -13,6 +13,7 @@ from flint.apps.v1 import apps_service_pb2 as pb
 from flint.apps.v1 import apps_service_pb2_grpc as pb_grpc
 from flint.common.db import Database
 from flint.common.errors import invalid_argument
+from flint.server import idempotency
 from flint.server.convert import timestamp
 from flint.server.interceptors import current_principal
 
@@ -70,8 +71,7 @@ class AppsServicer(pb_grpc.AppsServiceServicer):
     def CreateApp(self, request: pb.CreateAppRequest, context: Any) -> pb.App:
         with self._db.unit_of_work() as uow:
             app, secret = service.create_app(uow, current_principal(), app_fields(request.app))
-            uow.commit()
-        return app_pb(app, secret)
+            return idempotency.commit(uow, app_pb(app, secret))
 
     def GetApp(self, request: pb.GetAppRequest, context: Any) -> pb.App:
         with self._db.read() as session:
@@ -96,20 +96,17 @@ class AppsServicer(pb_grpc.AppsServiceServicer):
                 app_fields(request.app),
                 list(request.update_mask.paths),
             )
-            uow.commit()
-        return app_pb(app)
+            return idempotency.commit(uow, app_pb(app))
 
     def DeleteApp(self, request: pb.DeleteAppRequest, context: Any) -> empty_pb2.Empty:
         with self._db.unit_of_work() as uow:
             service.delete_app(uow, current_principal(), request.id)
-            uow.commit()
-        return empty_pb2.Empty()
+            return idempotency.commit(uow, empty_pb2.Empty())
 
     def RotateAppSecret(self, request: pb.RotateAppSecretRequest, context: Any) -> pb.App:
         with self._db.unit_of_work() as uow:
             app, secret = service.rotate_app_secret(uow, current_principal(), request.id)
-            uow.commit()
-        return app_pb(app, secret)
+            return idempotency.commit(uow, app_pb(app, secret))
 
     def ListScopes(self, request: pb.ListScopesRequest, context: Any) -> pb.ListScopesResponse:
         return pb.ListScopesResponse(

@@ -42,6 +42,12 @@ class FlintError(Exception):
     # replayed code revokes its tokens): the unit of work commits before raising.
     commit: bool = False
 
+    def with_violation(self, fld: str, description: str) -> FlintError:
+        """Also names the offending field (BadRequest), for refusals that are
+        about a value but are decided against stored state."""
+        self.violations.append(FieldViolation(fld, description, self.reason))
+        return self
+
     def __str__(self) -> str:
         return f"{self.code.value} {self.reason}: {self.message}"
 

@@ -22,6 +22,7 @@ PREFIXES = frozenset(
         "we",
         "del",
         "chg",
+        "att",  # a payment attempt
     }
 )
 

@@ -1,6 +1,6 @@
-"""Server-side keys the platform itself needs (page-token encryption for now),
-kept in the database so every server process shares them. `flint migrate`
-creates them; readers only read."""
+"""Server-side keys the platform itself needs (page-token encryption, stored
+idempotent responses), kept in the database so every server process shares
+them. `flint migrate` creates them; readers only read."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from flint.common.db import Base
 
 PAGE_TOKEN_KEY = "page_tokens"  # noqa: S105 - a key name
-KEY_NAMES = (PAGE_TOKEN_KEY,)
+IDEMPOTENCY_KEY = "idempotency"
+KEY_NAMES = (PAGE_TOKEN_KEY, IDEMPOTENCY_KEY)
 
 
 class PlatformKey(Base):

@@ -3,11 +3,14 @@ reason instead of raising, so one response names every bad field."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flint.common.errors import Violations
 
 MAX_URL_LENGTH = 2048
+MAX_EMAIL_LENGTH = 254
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -60,3 +63,43 @@ def check_url(violations: Violations, fld: str, value: str, *, required: bool = 
     problem = url_problem(value)
     if problem:
         violations.add(fld, *problem)
+
+
+def email_problem(value: str) -> str | None:
+    if len(value) > MAX_EMAIL_LENGTH or not _EMAIL.match(value):
+        return "is not an email address"
+    return None
+
+
+def check_email(violations: Violations, fld: str, value: str, *, required: bool = False) -> None:
+    if not value:
+        if required:
+            violations.add(fld, "FIELD_REQUIRED", "is required")
+        return
+    problem = email_problem(value)
+    if problem:
+        violations.add(fld, "INVALID_EMAIL", problem)
+
+
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 40
+MAX_METADATA_VALUE_LENGTH = 500
+
+
+def check_metadata(violations: Violations, fld: str, metadata: dict[str, str]) -> None:
+    """Stripe's limits: 50 keys, keys up to 40 characters, values up to 500."""
+    if len(metadata) > MAX_METADATA_KEYS:
+        violations.add(fld, "TOO_MANY_METADATA_KEYS", f"must have at most {MAX_METADATA_KEYS} keys")
+    for key, value in metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY_LENGTH:
+            violations.add(
+                f"{fld}[{key}]",
+                "INVALID_METADATA_KEY",
+                f"keys must be 1–{MAX_METADATA_KEY_LENGTH} characters",
+            )
+        elif len(value) > MAX_METADATA_VALUE_LENGTH:
+            violations.add(
+                f"{fld}[{key}]",
+                "FIELD_TOO_LONG",
+                f"values must be at most {MAX_METADATA_VALUE_LENGTH} characters",
+            )

@@ -1,6 +1,6 @@
-"""The hosted web app: the browser side of the OAuth install flow and the
-standard OAuth endpoints, as a Starlette app behind Envoy that calls the core
-over gRPC.
+"""The hosted web app: the browser side of the OAuth install flow, the
+standard OAuth endpoints and the buyer's payment pages (checkout, payment
+link, invoice), as a Starlette app behind Envoy that calls the core over gRPC.
 
     create_app(settings) -> Starlette   the ASGI app (tests, other servers)
     run(settings, host=..., port=...)   serves it with uvicorn until SIGINT/SIGTERM
@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flint.common import logs
 from flint.common.logs import log_event
-from flint.hosted import authorize, oauth_api, signin
+from flint.hosted import authorize, oauth_api, pay, payment_links, signin
 from flint.hosted.core import Core
 from flint.hosted.pages import template_environment
 from flint.hosted.security import SecurityHeadersMiddleware
@@ -97,6 +97,11 @@ def routes() -> list[BaseRoute]:
         Route("/hosted/signout", signin.signout, methods=["POST"]),
         Route(authorize.AUTHORIZE_PATH, authorize.authorize_page, methods=["GET"]),
         Route(authorize.AUTHORIZE_PATH, authorize.authorize_decision, methods=["POST"]),
+        Route(pay.CHECKOUT_PATH, pay.checkout_page, methods=["GET"]),
+        Route(pay.CHECKOUT_PATH, pay.checkout_pay, methods=["POST"]),
+        Route(pay.INVOICE_PATH, pay.invoice_page, methods=["GET"]),
+        Route(pay.INVOICE_PATH, pay.invoice_pay, methods=["POST"]),
+        Route(payment_links.PAYMENT_LINK_PATH, payment_links.open_payment_link, methods=["GET"]),
         Route("/oauth/token", oauth_api.token, methods=["POST"]),
         Route("/oauth/revoke", oauth_api.revoke, methods=["POST"]),
         Route("/oauth/introspect", oauth_api.introspect, methods=["POST"]),

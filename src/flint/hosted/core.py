@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from flint.accounts.v1 import accounts_service_pb2_grpc
+from flint.commerce.v1 import pay_service_pb2_grpc
 from flint.installs.v1 import installs_service_pb2_grpc
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -22,15 +23,27 @@ ResponseT = TypeVar("ResponseT", bound=Message)
 UNAVAILABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
+@dataclass(frozen=True)
+class FieldViolation:
+    """One BadRequest field violation: which input (`card.number`) and why
+    (`INVALID_CARD_NUMBER`)."""
+
+    field: str
+    reason: str
+    description: str
+
+
 @dataclass
 class CoreError(Exception):
     """A failed call to the core, with the stable reason and metadata of its
-    ErrorInfo (empty when the server sent none, e.g. when it is unreachable)."""
+    ErrorInfo and the field violations of its BadRequest (all empty when the
+    server sent none, e.g. when it is unreachable)."""
 
     code: grpc.StatusCode
     message: str
     reason: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    violations: tuple[FieldViolation, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.code.name} {self.reason}: {self.message}"
@@ -58,13 +71,24 @@ class CoreError(Exception):
         except ValueError:
             # The details disagree with the status line; trust the status line.
             status = None
-        if status is not None:
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    return cls(code, message, info.reason, dict(info.metadata))
-        return cls(code, message)
+        if status is None:
+            return cls(code, message)
+        info: error_details_pb2.ErrorInfo | None = None
+        violations: list[FieldViolation] = []
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and info is None:
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                violations.extend(
+                    FieldViolation(v.field, v.reason, v.description)
+                    for v in bad_request.field_violations
+                )
+        if info is None:
+            return cls(code, message, violations=tuple(violations))
+        return cls(code, message, info.reason, dict(info.metadata), tuple(violations))
 
 
 class Core:
@@ -76,6 +100,7 @@ class Core:
         self._timeout = timeout
         self.oauth = installs_service_pb2_grpc.OAuthServiceStub(self._channel)
         self.accounts = accounts_service_pb2_grpc.AccountsServiceStub(self._channel)
+        self.pay = pay_service_pb2_grpc.PayServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

@@ -1,6 +1,6 @@
 """Browser security of the hosted pages: response headers (CSP and friends),
-the `next` redirect check, the client address, and the origin a consent form
-may post to."""
+the `next` redirect check, the merchant URLs a payment page may link or
+redirect to, the client address, and the origin a form may post to."""
 
 from __future__ import annotations
 
@@ -62,6 +62,23 @@ def csp_origin(uri: str) -> str | None:
     if not host or not _HOST.match(host):
         return None
     return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def web_url(value: str) -> str:
+    """`value` if it is an absolute http(s) URL a page may link or redirect to,
+    else "" (no `javascript:`, no scheme-relative `//host`, no control characters
+    or spaces that could split a header or an attribute)."""
+    if not value or len(value) > MAX_NEXT_LENGTH:
+        return ""
+    if any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in value) or "\\" in value:
+        return ""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return ""
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return ""
+    return value
 
 
 def safe_next(value: str | None) -> str:

@@ -521,8 +521,8 @@ def introspect_token(
         if record is None or record.used_at is not None or record.expires_at <= now:
             return inactive
         family = session.get(TokenFamilyRecord, record.family_id)
+        # RFC 7662's token_type is the RFC 6749 type ("Bearer"); refresh tokens have none.
         claims: dict[str, object] = {
-            "token_type": "refresh_token",
             "exp": int(record.expires_at.timestamp()),
             "iat": int(record.created_at.timestamp()),
         }
@@ -533,7 +533,7 @@ def introspect_token(
             return inactive
         family = session.get(TokenFamilyRecord, str(decoded["fid"]))
         claims = {
-            "token_type": "access_token",
+            "token_type": "Bearer",
             "exp": decoded["exp"],
             "iat": decoded["iat"],
             "aud": decoded["aud"],

@@ -11,6 +11,7 @@ from flint.installs import oauth, presenter, service, signing
 from flint.installs.service import InstallView
 from flint.installs.v1 import installs_service_pb2 as pb
 from flint.installs.v1 import installs_service_pb2_grpc as pb_grpc
+from flint.server import idempotency
 from flint.server.interceptors import current_principal
 
 CHANGES: dict[str, pb.InstallChange.ValueType] = {
@@ -51,16 +52,14 @@ class InstallsServicer(pb_grpc.InstallsServiceServicer):
     def UninstallInstall(self, request: pb.UninstallInstallRequest, context: Any) -> pb.Install:
         with self._db.unit_of_work() as uow:
             view = service.uninstall(uow, current_principal(), request.id)
-            uow.commit()
-        return install_pb(view)
+            return idempotency.commit(uow, install_pb(view))
 
     def RevokeGrant(self, request: pb.RevokeGrantRequest, context: Any) -> pb.Install:
         with self._db.unit_of_work() as uow:
             view = service.revoke_grant(
                 uow, current_principal(), request.id, environment_from_pb(request.environment)
             )
-            uow.commit()
-        return install_pb(view)
+            return idempotency.commit(uow, install_pb(view))
 
 
 def authorize_params(parameters: pb.AuthorizationParameters) -> oauth.AuthorizeParams:
@@ -113,13 +112,15 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
         params = authorize_params(request.parameters)
         with self._db.unit_of_work() as uow:
             issued = oauth.approve_authorization(uow, current_principal(), params)
-            uow.commit()
-        return pb.AuthorizationCode(
-            code=issued.code,
-            redirect_uri=params.redirect_uri,
-            state=params.state,
-            install_id=issued.install_id,
-        )
+            return idempotency.commit(
+                uow,
+                pb.AuthorizationCode(
+                    code=issued.code,
+                    redirect_uri=params.redirect_uri,
+                    state=params.state,
+                    install_id=issued.install_id,
+                ),
+            )
 
     def ExchangeToken(self, request: pb.ExchangeTokenRequest, context: Any) -> pb.TokenResponse:
         with self._db.unit_of_work() as uow:
@@ -136,17 +137,19 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
                 ),
                 issuer=self._issuer,
             )
-            uow.commit()
-        return pb.TokenResponse(
-            access_token=issued.access_token,
-            token_type="Bearer",  # noqa: S106 - the token type, not a secret
-            expires_in=issued.expires_in,
-            refresh_token=issued.refresh_token,
-            scope=" ".join(issued.scopes),
-            install_id=issued.install_id,
-            merchant_id=issued.merchant_id,
-            environment=issued.environment,
-        )
+            return idempotency.commit(
+                uow,
+                pb.TokenResponse(
+                    access_token=issued.access_token,
+                    token_type="Bearer",  # noqa: S106 - the token type, not a secret
+                    expires_in=issued.expires_in,
+                    refresh_token=issued.refresh_token,
+                    scope=" ".join(issued.scopes),
+                    install_id=issued.install_id,
+                    merchant_id=issued.merchant_id,
+                    environment=issued.environment,
+                ),
+            )
 
     def RevokeToken(self, request: pb.RevokeTokenRequest, context: Any) -> pb.RevokeTokenResponse:
         with self._db.unit_of_work() as uow:
@@ -157,8 +160,7 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
                 client_secret=request.client_secret,
                 issuer=self._issuer,
             )
-            uow.commit()
-        return pb.RevokeTokenResponse()
+            return idempotency.commit(uow, pb.RevokeTokenResponse())
 
     def IntrospectToken(
         self, request: pb.IntrospectTokenRequest, context: Any

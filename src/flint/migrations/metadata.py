@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import flint.accounts.models
 import flint.apps.models
+import flint.commerce.models
 import flint.common.credentials
 import flint.common.events
+import flint.common.idempotency
 import flint.common.platform_keys
 import flint.installs.models  # noqa: F401 - imported for their tables
 from flint.common.db import Base

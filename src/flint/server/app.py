@@ -12,18 +12,50 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import OperationalError
 
 from flint.accounts.servicer import AccountsServicer
 from flint.accounts.v1 import accounts_service_pb2, accounts_service_pb2_grpc
 from flint.apps.servicer import AppsServicer
 from flint.apps.v1 import apps_service_pb2, apps_service_pb2_grpc
+from flint.commerce import checkout
+from flint.commerce.processor import Processor, TestProcessor
+from flint.commerce.servicer import (
+    CheckoutSessionsServicer,
+    InvoicesServicer,
+    OrdersServicer,
+    PaymentLinksServicer,
+    PayServicer,
+    RefundsServicer,
+)
+from flint.commerce.v1 import (
+    checkout_service_pb2,
+    checkout_service_pb2_grpc,
+    invoices_service_pb2,
+    invoices_service_pb2_grpc,
+    orders_service_pb2,
+    orders_service_pb2_grpc,
+    pay_service_pb2,
+    pay_service_pb2_grpc,
+    payment_links_service_pb2,
+    payment_links_service_pb2_grpc,
+    refunds_service_pb2,
+    refunds_service_pb2_grpc,
+)
 from flint.common.config import Settings
 from flint.common.db import Database
+from flint.common.idempotency import purge_expired
 from flint.common.logs import log_event
 from flint.installs.servicer import InstallsServicer, OAuthServicer
 from flint.installs.v1 import installs_service_pb2, installs_service_pb2_grpc
 from flint.server.access import access_rules
-from flint.server.interceptors import AuthInterceptor, ErrorInterceptor, RequestLogInterceptor
+from flint.server.idempotency import write_methods
+from flint.server.interceptors import (
+    AuthInterceptor,
+    ErrorInterceptor,
+    IdempotencyInterceptor,
+    RequestLogInterceptor,
+)
 
 logger = logging.getLogger("flint.server")
 
@@ -31,6 +63,12 @@ SERVICE_FILES = (
     accounts_service_pb2.DESCRIPTOR,
     apps_service_pb2.DESCRIPTOR,
     installs_service_pb2.DESCRIPTOR,
+    orders_service_pb2.DESCRIPTOR,
+    checkout_service_pb2.DESCRIPTOR,
+    payment_links_service_pb2.DESCRIPTOR,
+    invoices_service_pb2.DESCRIPTOR,
+    refunds_service_pb2.DESCRIPTOR,
+    pay_service_pb2.DESCRIPTOR,
 )
 SERVICE_NAMES = tuple(
     service.full_name for file in SERVICE_FILES for service in file.services_by_name.values()
@@ -61,7 +99,10 @@ async def start_server(
     port: int = 0,
     worker_threads: int = DEFAULT_WORKER_THREADS,
     issuer: str | None = None,
+    processor: Processor | None = None,
 ) -> RunningServer:
+    # The built-in test processor until a real acquirer is configured.
+    processor = processor or TestProcessor()
     issuer = issuer or Settings.from_env().public_url
     executor = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="flint-rpc")
     server = grpc.aio.server(
@@ -69,6 +110,7 @@ async def start_server(
             RequestLogInterceptor(),
             ErrorInterceptor(executor),
             AuthInterceptor(db, access_rules(SERVICE_FILES), issuer=issuer),
+            IdempotencyInterceptor(db, write_methods(SERVICE_FILES)),
         ],
         # Refuse a port another server holds instead of silently sharing it.
         options=[("grpc.so_reuseport", 0)],
@@ -79,6 +121,18 @@ async def start_server(
     installs_service_pb2_grpc.add_OAuthServiceServicer_to_server(
         OAuthServicer(db, issuer=issuer), server
     )
+    orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(OrdersServicer(db), server)
+    checkout_service_pb2_grpc.add_CheckoutSessionsServiceServicer_to_server(
+        CheckoutSessionsServicer(db), server
+    )
+    payment_links_service_pb2_grpc.add_PaymentLinksServiceServicer_to_server(
+        PaymentLinksServicer(db), server
+    )
+    invoices_service_pb2_grpc.add_InvoicesServiceServicer_to_server(InvoicesServicer(db), server)
+    refunds_service_pb2_grpc.add_RefundsServiceServicer_to_server(
+        RefundsServicer(db, processor), server
+    )
+    pay_service_pb2_grpc.add_PayServiceServicer_to_server(PayServicer(db, processor), server)
 
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -94,6 +148,30 @@ async def start_server(
     return RunningServer(server, bound, health_servicer, executor)
 
 
+SWEEP_INTERVAL_SECONDS = 15.0
+
+
+def _sweep(db: Database) -> dict[str, int]:
+    with db.unit_of_work() as uow:
+        expired = checkout.expire_due_sessions(uow)
+        uow.commit()
+    return {"checkout_sessions_expired": expired, "idempotency_keys_purged": purge_expired(db)}
+
+
+async def _maintenance(db: Database, executor: ThreadPoolExecutor) -> None:
+    """Expires checkout sessions past their time and forgets idempotency keys past
+    24 h. Every replica sweeps; the sweep skips rows another one holds."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            done = await loop.run_in_executor(executor, _sweep, db)
+            if any(done.values()):
+                log_event(logger, "maintenance", **done)
+        except OperationalError as error:
+            log_event(logger, "maintenance_failed", level=logging.WARNING, error=str(error.orig))
+        await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+
+
 async def serve(db: Database, *, host: str, port: int, grace: float) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     running = await start_server(db, host=host, port=port)
@@ -103,7 +181,9 @@ async def serve(db: Database, *, host: str, port: int, grace: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
+    sweeper = asyncio.create_task(_maintenance(db, running.executor))
     await stopping.wait()
+    sweeper.cancel()
     log_event(logger, "grpc_stopping", grace_seconds=grace)
     await running.stop(grace)
     db.dispose()

@@ -5,6 +5,8 @@
    INTERNAL with a logged error id. It also moves synchronous handlers (which
    talk to the database) onto the worker thread pool.
 3. AuthInterceptor: resolves the principal and enforces the method's access rule.
+4. IdempotencyInterceptor: claims the caller's `idempotency-key` on write RPCs,
+   or answers with the response stored for it (see server/idempotency.py).
 
 Handlers read the caller with `current_principal()`.
 """
@@ -23,12 +25,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf.message import Message
 from sqlalchemy.exc import OperationalError
 
+from flint.common import idempotency as idempotency_store
 from flint.common.auth import Principal, authenticate, authorize
 from flint.common.db import Database
 from flint.common.errors import Code, FlintError
 from flint.common.logs import log_event
+from flint.server import idempotency
 from flint.server.access import PUBLIC_SERVICES, AccessRule
 from flint.server.status import GRPC_CODES, STATUS_DETAILS_KEY, to_rpc_status
 
@@ -54,6 +59,8 @@ class CallState:
     principal: Principal | None = None
     code: str = "OK"
     reason: str = ""
+    # "claimed" or "replayed" when the call came with an idempotency key.
+    idempotency: str = ""
 
 
 _current_call: contextvars.ContextVar[CallState] = contextvars.ContextVar("flint_call")
@@ -132,6 +139,7 @@ class RequestLogInterceptor(Interceptor):
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 request_id=state.request_id,
                 principal=f"{principal.kind.value}:{principal.id}" if principal else "",
+                idempotency=state.idempotency,
             )
 
         def wrap(behavior: Behavior) -> Behavior:
@@ -288,3 +296,67 @@ class AuthInterceptor(Interceptor):
             return authorized
 
         return _rewrap(handler, wrap)
+
+
+class IdempotencyInterceptor(Interceptor):
+    """Write RPCs with an `idempotency-key`: claims the key for the caller, then
+    runs the handler, which completes the claim with `idempotency.commit`; or
+    answers a retry with the stored response without running the handler. A
+    handler that raises (or never calls `idempotency.commit`) releases the key.
+    Innermost, so it runs on the worker thread after authentication."""
+
+    def __init__(self, db: Database, write_methods: dict[str, type[Message]]) -> None:
+        self._db = db
+        self._write_methods = write_methods
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None or not _service_handler(details, handler):
+            return handler
+        method: str = details.method
+        response_class = self._write_methods.get(method)
+        key = _metadata(details).get(idempotency_store.METADATA_KEY)
+        if response_class is None or not key or handler.unary_unary is None:
+            return handler
+        db = self._db
+
+        def wrap(behavior: Behavior) -> Behavior:
+            if _is_stream(behavior) or inspect.iscoroutinefunction(behavior):
+                raise TypeError(f"{method}: idempotency keys need a synchronous unary handler")
+
+            def idempotent(request: Message, context: Any) -> Any:
+                state = current_call()
+                principal = current_principal()
+                ref = idempotency_store.key_ref(principal, key)
+                outcome = idempotency_store.claim(
+                    db, ref, method, request.SerializeToString(deterministic=True)
+                )
+                if isinstance(outcome, idempotency_store.Replay):
+                    state.idempotency = "replayed"
+                    return response_class.FromString(outcome.response)
+                state.idempotency = "claimed"
+                try:
+                    with idempotency.holding(outcome):
+                        response = behavior(request, context)
+                except BaseException:
+                    _release(db, outcome)
+                    raise
+                if not outcome.completed:
+                    # Nothing stored for the key (a handler that wrote nothing):
+                    # give it back rather than block it until its lease ends.
+                    _release(db, outcome)
+                return response
+
+            return idempotent
+
+        return _rewrap(handler, wrap)
+
+
+def _release(db: Database, claim: idempotency_store.Claim) -> None:
+    try:
+        idempotency_store.release(db, claim)
+    except Exception as error:
+        # The claim's lease runs out on its own; the handler's outcome matters more.
+        log_event(logger, "idempotency_release_failed", level=logging.WARNING, error=str(error))

@@ -1,0 +1,278 @@
+"""Idempotency keys: the record of one caller's key and the response it produced.
+
+A caller (the scope: one install, merchant, partner, the platform operator, or one
+internal credential) sends a key with a state-changing request. The first request
+*claims* the key in a short transaction of its own; the handler's change and the
+response it returns are then committed together (`complete`, inside the handler's
+own transaction), so a crash can never leave a change without its response, nor a
+response without its change. A key lives 24 hours from its claim.
+
+Answers for a key that is already taken:
+
+- done, same method and request → the stored response, without running anything;
+- done or in flight, another method or request → IDEMPOTENCY_KEY_REUSED;
+- in flight, same request → IDEMPOTENCY_KEY_IN_USE (the caller retries later);
+- in flight but its lease (`locked_until`) ran out → the server that claimed it died
+  before committing, so nothing happened: the new request takes the key over. A late
+  commit of the old claim then finds its claim id gone and rolls back.
+
+A request that FAILS is not stored: its claim is released (`release`), so the same
+key may be sent again, with the same or a corrected request. (Stripe stores errors
+too; Flint does not, because a refusal changed nothing that a retry could repeat,
+and a refusal caused by a passing condition — a lock, a rate limit — should not
+stick to the key for a day.)
+
+Concurrency holds on both databases: SQLite serialises writers (`BEGIN IMMEDIATE`),
+and on PostgreSQL the primary key refuses a second claim, whose transaction then
+reads the row under a row lock.
+
+Responses may carry secrets shown once (a client secret, a token), so they are
+stored encrypted (Fernet, platform key `idempotency`), and the request is stored
+only as a keyed hash (HMAC-SHA256), so a request that carried a password cannot be
+brute-forced from the table.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography.fernet import Fernet
+from sqlalchemy import ColumnElement, Index, String, Text, and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from flint.common.auth import Principal, PrincipalKind
+from flint.common.db import Base, Database
+from flint.common.errors import Code, FlintError, invalid_argument
+from flint.common.platform_keys import IDEMPOTENCY_KEY, platform_key
+
+METADATA_KEY = "idempotency-key"
+MAX_KEY_LENGTH = 255
+RETENTION = timedelta(hours=24)
+# How long a claim holds the key before another request may take it over. Longer
+# than any handler should run; a handler still running past it loses its commit.
+LEASE = timedelta(seconds=60)
+# A claim can lose a race with a release on PostgreSQL (its insert conflicts, then
+# the row is gone before it reads it); it simply tries again, this many times.
+_CLAIM_ATTEMPTS = 3
+
+
+class Status(enum.StrEnum):
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+
+
+class IdempotencyKeyRecord(Base):
+    __tablename__ = "idempotency_keys"
+
+    # "app:ins_…", "merchant:mer_…", "partner:par_…", "admin" or "internal:key_…".
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # "test" or "live" for credentials bound to one; "" otherwise.
+    environment: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
+    method: Mapped[str] = mapped_column(String(200))
+    # HMAC-SHA256 (hex) of the method and the deterministic request bytes.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    # Which claim holds the key: only that claim may complete or release it.
+    claim_id: Mapped[str] = mapped_column(String(32))
+    locked_until: Mapped[datetime]
+    # The serialized response, Fernet-encrypted; set when done.
+    response: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """Which key: the caller's scope, its environment and the key itself."""
+
+    scope: str
+    environment: str
+    key: str
+
+
+@dataclass
+class Claim:
+    """This request holds the key until it completes or releases it."""
+
+    ref: KeyRef
+    claim_id: str
+    method: str
+    request_hash: str
+    completed: bool = False
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key is done: answer with this stored response (serialized)."""
+
+    response: bytes
+
+
+def scope_of(principal: Principal) -> str:
+    kind = principal.kind
+    if kind is PrincipalKind.ADMIN:
+        # Every admin key acts for the one platform operator.
+        return "admin"
+    if kind in (PrincipalKind.MERCHANT, PrincipalKind.MERCHANT_SESSION):
+        return f"merchant:{principal.merchant}"
+    if kind is PrincipalKind.APP:
+        return f"app:{principal.id}"
+    return f"{kind.value}:{principal.id}"
+
+
+def key_ref(principal: Principal, key: str) -> KeyRef:
+    """The key a caller sent, validated and scoped to the caller and environment."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise invalid_argument(
+            METADATA_KEY,
+            "IDEMPOTENCY_KEY_INVALID",
+            f"must be at most {MAX_KEY_LENGTH} characters",
+        )
+    return KeyRef(scope_of(principal), principal.environment, key)
+
+
+def _subkey(session: Session, label: bytes) -> bytes:
+    return hmac.digest(platform_key(session, IDEMPOTENCY_KEY), label, "sha256")
+
+
+def _fernet(session: Session) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(_subkey(session, b"flint.idempotency.response")))
+
+
+def request_hash(session: Session, method: str, request: bytes) -> str:
+    key = _subkey(session, b"flint.idempotency.request")
+    return hmac.new(key, method.encode() + b"\0" + request, hashlib.sha256).hexdigest()
+
+
+def _where(ref: KeyRef) -> ColumnElement[bool]:
+    return and_(
+        IdempotencyKeyRecord.scope == ref.scope,
+        IdempotencyKeyRecord.environment == ref.environment,
+        IdempotencyKeyRecord.key == ref.key,
+    )
+
+
+def reused() -> FlintError:
+    return invalid_argument(
+        METADATA_KEY,
+        "IDEMPOTENCY_KEY_REUSED",
+        "was already used for a different request; use a new key",
+    )
+
+
+def in_use() -> FlintError:
+    return FlintError(
+        Code.ABORTED,
+        "IDEMPOTENCY_KEY_IN_USE",
+        "A request with this idempotency key is still in progress; retry shortly",
+        metadata={"field": METADATA_KEY},
+    )
+
+
+def claim(db: Database, ref: KeyRef, method: str, request: bytes) -> Claim | Replay:
+    """Claims `ref` for this request, or answers from what the key already holds.
+    Raises IDEMPOTENCY_KEY_REUSED or IDEMPOTENCY_KEY_IN_USE."""
+    for _ in range(_CLAIM_ATTEMPTS):
+        with db.unit_of_work() as uow:
+            session, now = uow.session, uow.now
+            digest = request_hash(session, method, request)
+            new = Claim(ref, uuid.uuid4().hex, method, digest)
+            held = _claim_fields(new, now)
+            try:
+                with session.begin_nested():
+                    session.execute(
+                        insert(IdempotencyKeyRecord).values(
+                            scope=ref.scope, environment=ref.environment, key=ref.key, **held
+                        )
+                    )
+            except IntegrityError:
+                pass
+            else:
+                uow.commit()
+                return new
+            # The key exists: decide under the row lock (PostgreSQL) or the
+            # database lock this writer holds (SQLite).
+            row = session.scalar(select(IdempotencyKeyRecord).where(_where(ref)).with_for_update())
+            if row is None:
+                continue  # released between our insert and our read: try again
+            abandoned = row.status == Status.IN_PROGRESS and row.locked_until <= now
+            if row.expires_at <= now or abandoned:
+                # Expired, or its server died before committing anything: take it over.
+                session.execute(update(IdempotencyKeyRecord).where(_where(ref)).values(**held))
+                uow.commit()
+                return new
+            if row.method != method or not hmac.compare_digest(row.request_hash, digest):
+                raise reused()
+            if row.status != Status.DONE or row.response is None:
+                raise in_use()
+            return Replay(_fernet(session).decrypt(row.response.encode()))
+    raise in_use()
+
+
+def _claim_fields(new: Claim, now: datetime) -> dict[str, object]:
+    return {
+        "method": new.method,
+        "request_hash": new.request_hash,
+        "status": Status.IN_PROGRESS.value,
+        "claim_id": new.claim_id,
+        "locked_until": now + LEASE,
+        "response": None,
+        "created_at": now,
+        "expires_at": now + RETENTION,
+    }
+
+
+def complete(session: Session, held: Claim, response: bytes, now: datetime) -> None:
+    """Marks the key done with its response, inside the transaction of the change
+    itself. Raises IDEMPOTENCY_KEY_IN_USE if the claim was lost (its lease ran out
+    and another request took the key), so that the change rolls back."""
+    result = session.execute(
+        update(IdempotencyKeyRecord)
+        .where(
+            _where(held.ref),
+            IdempotencyKeyRecord.claim_id == held.claim_id,
+            IdempotencyKeyRecord.status == Status.IN_PROGRESS.value,
+        )
+        .values(
+            status=Status.DONE.value,
+            response=_fernet(session).encrypt(response).decode(),
+            locked_until=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise in_use()
+
+
+def release(db: Database, held: Claim) -> None:
+    """Gives the key back after a request that changed nothing (it failed)."""
+    with db.unit_of_work() as uow:
+        uow.session.execute(
+            delete(IdempotencyKeyRecord).where(
+                _where(held.ref),
+                IdempotencyKeyRecord.claim_id == held.claim_id,
+                IdempotencyKeyRecord.status == Status.IN_PROGRESS.value,
+            )
+        )
+        uow.commit()
+
+
+def purge_expired(db: Database) -> int:
+    """Deletes keys past their 24 hours (they already count as absent); returns
+    how many. For a periodic maintenance job."""
+    with db.unit_of_work() as uow:
+        result = uow.session.execute(
+            delete(IdempotencyKeyRecord).where(IdempotencyKeyRecord.expires_at <= uow.now)
+        )
+        uow.commit()
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,85 @@
+"""Idempotency keys on the gRPC side: which RPCs take one, and how a write
+handler commits its change together with its response.
+
+Every write handler ends its unit of work with
+
+    return idempotency.commit(uow, response)
+
+instead of `uow.commit(); return response`. When the call came with an
+`idempotency-key`, the IdempotencyInterceptor (see interceptors.py) has claimed
+the key before the handler ran, and `commit` stores the response (encrypted) in
+the same transaction as the handler's change: both commit, or neither does. The
+storage and its rules live in flint.common.idempotency.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from google.api import annotations_pb2  # type: ignore[import-untyped]
+from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+
+from flint.common import idempotency as store
+from flint.common.db import UnitOfWork
+
+M = TypeVar("M", bound=Message)
+
+# The google.api.http verbs of RPCs that create or change something.
+WRITE_VERBS = frozenset({"post", "patch", "delete"})
+
+_claim: contextvars.ContextVar[store.Claim | None] = contextvars.ContextVar(
+    "flint_idempotency_claim", default=None
+)
+
+
+def write_methods(files: Iterable[FileDescriptor]) -> dict[str, type[Message]]:
+    """Maps `/package.Service/Method` of every write RPC (HTTP rule post, patch or
+    delete) to its response class. Reads (get) ignore idempotency keys."""
+    methods: dict[str, type[Message]] = {}
+    for file in files:
+        for service in file.services_by_name.values():
+            for method in service.methods:
+                options = method.GetOptions()
+                if not options.HasExtension(annotations_pb2.http):
+                    continue
+                verb = options.Extensions[annotations_pb2.http].WhichOneof("pattern")
+                if verb in WRITE_VERBS:
+                    methods[f"/{service.full_name}/{method.name}"] = GetMessageClass(
+                        method.output_type
+                    )
+    return methods
+
+
+@contextmanager
+def holding(claim: store.Claim) -> Iterator[store.Claim]:
+    """Makes `claim` the current call's claim, for `commit` to complete."""
+    token = _claim.set(claim)
+    try:
+        yield claim
+    finally:
+        _claim.reset(token)
+
+
+def commit(uow: UnitOfWork, response: M) -> M:
+    """Commits `uow` and returns `response`. If this call holds an idempotency
+    key, the key is marked done with `response` in the same transaction, so a
+    retry with the key gets this very response without running the change again.
+
+    Call it once per RPC, last, with the response the RPC returns. Raises
+    IDEMPOTENCY_KEY_IN_USE (and commits nothing) if the claim was lost meanwhile.
+    """
+    claim = _claim.get()
+    if claim is None:
+        uow.commit()
+        return response
+    if claim.completed:
+        raise RuntimeError("idempotency.commit called twice in one call")
+    store.complete(uow.session, claim, response.SerializeToString(), uow.now)
+    uow.commit()
+    claim.completed = True
+    return response
