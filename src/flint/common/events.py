@@ -62,4 +62,12 @@ def record_event(
         cursor=None,
     )
     uow.session.add(event)
+    # Number it (and fan it out) as soon as it is committed.
+    uow.after_commit(_kick_sequencer)
     return event
+
+
+def _kick_sequencer() -> None:
+    from flint.events.sequencer import kick  # noqa: PLC0415 - events builds on common
+
+    kick()

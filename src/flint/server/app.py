@@ -43,6 +43,10 @@ from flint.commerce.v1 import (
     refunds_service_pb2_grpc,
 )
 from flint.common.config import Settings
+from flint.events.hub import Hub
+from flint.events.sequencer import Sequencer
+from flint.events.servicer import EventsServicer
+from flint.events.v1 import events_service_pb2, events_service_pb2_grpc
 from flint.common.db import Database
 from flint.common.idempotency import purge_expired
 from flint.common.logs import log_event
@@ -69,6 +73,7 @@ SERVICE_FILES = (
     invoices_service_pb2.DESCRIPTOR,
     refunds_service_pb2.DESCRIPTOR,
     pay_service_pb2.DESCRIPTOR,
+    events_service_pb2.DESCRIPTOR,
 )
 SERVICE_NAMES = tuple(
     service.full_name for file in SERVICE_FILES for service in file.services_by_name.values()
@@ -84,11 +89,15 @@ class RunningServer:
     port: int
     health: Any
     executor: ThreadPoolExecutor
+    sequencer: Sequencer
+    hub_task: asyncio.Task[None]
 
     async def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace`."""
         await self.health.enter_graceful_shutdown()
+        self.hub_task.cancel()
         await self.server.stop(grace)
+        self.sequencer.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -133,6 +142,8 @@ async def start_server(
         RefundsServicer(db, processor), server
     )
     pay_service_pb2_grpc.add_PayServiceServicer_to_server(PayServicer(db, processor), server)
+    hub = Hub(db)
+    events_service_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(db, hub), server)
 
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -145,7 +156,10 @@ async def start_server(
     if bound == 0:
         raise OSError(f"could not listen on {host}:{port}")
     await server.start()
-    return RunningServer(server, bound, health_servicer, executor)
+    hub_task = asyncio.create_task(hub.run())
+    sequencer = Sequencer(db, on_sequenced=hub.notify_threadsafe)
+    sequencer.start()
+    return RunningServer(server, bound, health_servicer, executor, sequencer, hub_task)
 
 
 SWEEP_INTERVAL_SECONDS = 15.0

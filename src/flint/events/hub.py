@@ -1,0 +1,174 @@
+"""Live event streams of one server process. One poller reads newly sequenced
+events and hands them to every subscriber in memory, so a thousand open streams
+cost one query per tick, not a thousand. A subscriber's queue is bounded: one
+that falls behind is marked lagging, drops its queue and catches up from the
+database instead, so a slow consumer never grows memory without bound."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from flint.common.db import Database
+from flint.common.events import EventRecord
+from flint.common.logs import log_event
+from flint.events import service
+from flint.events.presenter import Reader
+
+logger = logging.getLogger("flint.events")
+
+POLL_SECONDS = 0.25
+QUEUE_LIMIT = 1000
+BACKFILL_BATCH = 200
+
+
+@dataclass(eq=False)
+class Subscription:
+    reader: Reader
+    types: Sequence[str]
+    queue: asyncio.Queue[EventRecord] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=QUEUE_LIMIT)
+    )
+    lagging: bool = False
+
+
+class Hub:
+    def __init__(self, db: Database, *, poll_seconds: float = POLL_SECONDS) -> None:
+        self._db = db
+        self._poll = poll_seconds
+        self._subscribers: set[Subscription] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.head = 0
+
+    def _max_cursor(self) -> int:
+        with self._db.read() as session:
+            return int(session.scalar(select(func.max(EventRecord.cursor))) or 0)
+
+    def _after(self, position: int) -> list[EventRecord]:
+        with self._db.read() as session:
+            return list(
+                session.scalars(
+                    select(EventRecord)
+                    .where(EventRecord.cursor > position)
+                    .order_by(EventRecord.cursor)
+                    .limit(1000)
+                )
+            )
+
+    async def _listen(self) -> None:
+        """PostgreSQL: the sequencer's NOTIFY wakes every process's poller at once.
+        Only a wake-up — the poll reads what is there, so a missed one costs at
+        most one poll interval."""
+        url = self._db.engine.url.set(drivername="postgresql")
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    url.render_as_string(hide_password=False), autocommit=True
+                ) as connection:
+                    await connection.execute("LISTEN flint_events")
+                    async for _notice in connection.notifies():
+                        self._wake.set()
+            except psycopg.Error as error:
+                log_event(logger, "hub_listen_failed", level=logging.WARNING, error=str(error))
+                await asyncio.sleep(1)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        if not self._db.is_sqlite:
+            listener = asyncio.create_task(self._listen())
+        try:
+            await self._poll_forever()
+        finally:
+            if not self._db.is_sqlite:
+                listener.cancel()
+
+    async def _poll_forever(self) -> None:
+        self.head = await asyncio.to_thread(self._max_cursor)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll)
+            self._wake.clear()
+            if not self._subscribers:
+                continue
+            try:
+                events = await asyncio.to_thread(self._after, self.head)
+            except OperationalError as error:
+                log_event(logger, "hub_poll_failed", level=logging.WARNING, error=str(error.orig))
+                continue
+            for event in events:
+                self._broadcast(event)
+                self.head = event.cursor or self.head
+
+    def _broadcast(self, event: EventRecord) -> None:
+        for sub in self._subscribers:
+            if sub.lagging or not service.accepts(sub.reader, event, sub.types):
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                sub.lagging = True
+                while not sub.queue.empty():
+                    sub.queue.get_nowait()
+
+    def notify_threadsafe(self) -> None:
+        """A new event was sequenced in this process: poll now."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def follow(
+        self,
+        reader: Reader,
+        types: Sequence[str],
+        position: int | None,
+        heartbeat_seconds: float,
+        still_allowed: Callable[[], bool],
+    ) -> AsyncIterator[EventRecord | None]:
+        """Events after `position` (None: from now) in cursor order; None is a
+        heartbeat. Ends when `still_allowed` says the reader lost access."""
+        sub = Subscription(reader, types)
+        self._subscribers.add(sub)
+        newest = await asyncio.to_thread(self._max_cursor)
+        if self._subscribers == {sub}:
+            # The poller idled without subscribers: skip the backlog nobody waits
+            # for. (With others listening, moving the head could skip theirs.)
+            self.head = max(self.head, newest)
+        last = newest if position is None else position
+        try:
+            backfill = True
+            while True:
+                if backfill or sub.lagging:
+                    sub.lagging = False
+                    batch = await asyncio.to_thread(self._backfill, reader, last, types)
+                    for event in batch:
+                        yield event
+                        last = event.cursor or last
+                    backfill = len(batch) == BACKFILL_BATCH
+                    continue
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), heartbeat_seconds)
+                except TimeoutError:
+                    if not await asyncio.to_thread(still_allowed):
+                        return
+                    yield None
+                    continue
+                if (event.cursor or 0) > last:
+                    yield event
+                    last = event.cursor or last
+        finally:
+            self._subscribers.discard(sub)
+
+    def _backfill(self, reader: Reader, position: int, types: Sequence[str]) -> list[EventRecord]:
+        with self._db.read() as session:
+            return service.events_after(session, reader, position, types, BACKFILL_BATCH)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,107 @@
+"""gRPC EventsService: list, get, and the live stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from flint.common.auth import PrincipalKind
+from flint.common.db import Database
+from flint.events import presenter, service
+from flint.events.hub import Hub
+from flint.events.presenter import Reader
+from flint.events.v1 import events_service_pb2 as pb
+from flint.events.v1 import events_service_pb2_grpc as pb_grpc
+from flint.installs import tokens
+from flint.server.convert import timestamp
+from flint.server.interceptors import current_principal
+
+DEFAULT_HEARTBEAT = 15
+MAX_HEARTBEAT = 60
+
+
+class EventsServicer(pb_grpc.EventsServiceServicer):
+    def __init__(self, db: Database, hub: Hub) -> None:
+        self._db = db
+        self._hub = hub
+
+    def ListEvents(self, request: pb.ListEventsRequest, context: Any) -> pb.ListEventsResponse:
+        reader = Reader.of(current_principal())
+        where = service.EventFilter(
+            types=list(request.types),
+            object_id=request.object_id,
+            created_after=request.created_after.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_after")
+            else None,
+            created_before=request.created_before.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_before")
+            else None,
+        )
+        with self._db.read() as session:
+            events, next_cursor, has_more = service.list_events(
+                session,
+                reader,
+                page_size=request.page_size,
+                after=request.after,
+                where=where,
+                now=self._db.clock(),
+            )
+            key = presenter.cursor_key(session)
+        return pb.ListEventsResponse(
+            events=[presenter.event_pb(key, event, reader) for event in events],
+            next_cursor=next_cursor,
+            has_more=has_more,
+        )
+
+    def GetEvent(self, request: pb.GetEventRequest, context: Any) -> pb.Event:
+        reader = Reader.of(current_principal())
+        with self._db.read() as session:
+            event = service.get_event(session, reader, request.id)
+            return presenter.event_pb(presenter.cursor_key(session), event, reader)
+
+    async def StreamEvents(
+        self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.StreamEventsResponse]:
+        principal = current_principal()
+        reader = Reader.of(principal)
+        heartbeat = min(request.heartbeat_seconds or DEFAULT_HEARTBEAT, MAX_HEARTBEAT)
+        key, position = await _start(self._db, reader, request.after)
+
+        def still_allowed() -> bool:
+            if principal.kind is not PrincipalKind.APP:
+                return True
+            with self._db.read() as session:
+                state = tokens.family_state(session, principal.credential_id)
+            return state is not None and state.active
+
+        last = position if position is not None else self._hub.head
+        async for event in self._hub.follow(
+            reader, list(request.types), position, max(heartbeat, 1), still_allowed
+        ):
+            if event is None:
+                yield pb.StreamEventsResponse(
+                    heartbeat=pb.Heartbeat(
+                        time=timestamp(datetime.now(UTC)),
+                        cursor=presenter.cursor_token(key, reader, last),
+                    )
+                )
+                continue
+            last = event.cursor or last
+            yield pb.StreamEventsResponse(event=presenter.event_pb(key, event, reader))
+            if event.type == "install.uninstalled" and event.object_id == reader.install_id:
+                return  # nothing more for this install
+
+
+async def _start(db: Database, reader: Reader, after: str) -> tuple[bytes, int | None]:
+    def load() -> tuple[bytes, int | None]:
+        with db.read() as session:
+            key = presenter.cursor_key(session)
+            if not after:
+                return key, None
+            return key, service.start_position(session, reader, after, db.clock())
+
+    return await asyncio.to_thread(load)
