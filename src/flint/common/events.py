@@ -49,6 +49,10 @@ def record_event(
     object_version: int,
     data: dict[str, Any],
 ) -> EventRecord:
+    from flint.events.catalog import BY_NAME  # noqa: PLC0415 - events builds on common
+
+    if type not in BY_NAME or BY_NAME[type].object_type != object_type:
+        raise ValueError(f"{type!r} on {object_type!r} is not in the event catalog")
     event = EventRecord(
         id=new_id("evt"),
         merchant_id=merchant_id,

@@ -11,7 +11,7 @@ import grpc
 
 from flint.common.auth import PrincipalKind
 from flint.common.db import Database
-from flint.events import presenter, service
+from flint.events import catalog, presenter, service
 from flint.events.hub import Hub
 from flint.events.presenter import Reader
 from flint.events.v1 import events_service_pb2 as pb
@@ -55,6 +55,16 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
             events=[presenter.event_pb(key, event, reader) for event in events],
             next_cursor=next_cursor,
             has_more=has_more,
+        )
+
+    def ListEventTypes(
+        self, request: pb.ListEventTypesRequest, context: Any
+    ) -> pb.ListEventTypesResponse:
+        return pb.ListEventTypesResponse(
+            event_types=[
+                pb.EventTypeInfo(name=e.name, object_type=e.object_type, description=e.description)
+                for e in catalog.CATALOG
+            ]
         )
 
     def GetEvent(self, request: pb.GetEventRequest, context: Any) -> pb.Event:

@@ -43,13 +43,13 @@ from flint.commerce.v1 import (
     refunds_service_pb2_grpc,
 )
 from flint.common.config import Settings
+from flint.common.db import Database
+from flint.common.idempotency import purge_expired
+from flint.common.logs import log_event
 from flint.events.hub import Hub
 from flint.events.sequencer import Sequencer
 from flint.events.servicer import EventsServicer
 from flint.events.v1 import events_service_pb2, events_service_pb2_grpc
-from flint.common.db import Database
-from flint.common.idempotency import purge_expired
-from flint.common.logs import log_event
 from flint.installs.servicer import InstallsServicer, OAuthServicer
 from flint.installs.v1 import installs_service_pb2, installs_service_pb2_grpc
 from flint.server.access import access_rules

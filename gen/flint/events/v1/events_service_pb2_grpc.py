@@ -46,6 +46,11 @@ class EventsServiceStub:
                 request_serializer=flint_dot_events_dot_v1_dot_events__service__pb2.GetEventRequest.SerializeToString,
                 response_deserializer=flint_dot_events_dot_v1_dot_events__service__pb2.Event.FromString,
                 _registered_method=True)
+        self.ListEventTypes = channel.unary_unary(
+                '/flint.events.v1.EventsService/ListEventTypes',
+                request_serializer=flint_dot_events_dot_v1_dot_events__service__pb2.ListEventTypesRequest.SerializeToString,
+                response_deserializer=flint_dot_events_dot_v1_dot_events__service__pb2.ListEventTypesResponse.FromString,
+                _registered_method=True)
         self.StreamEvents = channel.unary_stream(
                 '/flint.events.v1.EventsService/StreamEvents',
                 request_serializer=flint_dot_events_dot_v1_dot_events__service__pb2.StreamEventsRequest.SerializeToString,
@@ -71,6 +76,13 @@ class EventsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEventTypes(self, request, context):
+        """The published catalog of event types and the object each carries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamEvents(self, request, context):
         """Backfills from a cursor (or starts at now), then follows new events live,
         with heartbeats while idle. Server-Sent Events through Envoy at
@@ -92,6 +104,11 @@ def add_EventsServiceServicer_to_server(servicer, server):
                     servicer.GetEvent,
                     request_deserializer=flint_dot_events_dot_v1_dot_events__service__pb2.GetEventRequest.FromString,
                     response_serializer=flint_dot_events_dot_v1_dot_events__service__pb2.Event.SerializeToString,
+            ),
+            'ListEventTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventTypes,
+                    request_deserializer=flint_dot_events_dot_v1_dot_events__service__pb2.ListEventTypesRequest.FromString,
+                    response_serializer=flint_dot_events_dot_v1_dot_events__service__pb2.ListEventTypesResponse.SerializeToString,
             ),
             'StreamEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamEvents,
@@ -155,6 +172,33 @@ class EventsService:
             '/flint.events.v1.EventsService/GetEvent',
             flint_dot_events_dot_v1_dot_events__service__pb2.GetEventRequest.SerializeToString,
             flint_dot_events_dot_v1_dot_events__service__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flint.events.v1.EventsService/ListEventTypes',
+            flint_dot_events_dot_v1_dot_events__service__pb2.ListEventTypesRequest.SerializeToString,
+            flint_dot_events_dot_v1_dot_events__service__pb2.ListEventTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,8 @@ class EventsServiceStub:
     ListEvents: _grpc.UnaryUnaryMultiCallable[_events_service_pb2.ListEventsRequest, _events_service_pb2.ListEventsResponse]
     """Events in cursor order (oldest first), from after a cursor."""
     GetEvent: _grpc.UnaryUnaryMultiCallable[_events_service_pb2.GetEventRequest, _events_service_pb2.Event]
+    ListEventTypes: _grpc.UnaryUnaryMultiCallable[_events_service_pb2.ListEventTypesRequest, _events_service_pb2.ListEventTypesResponse]
+    """The published catalog of event types and the object each carries."""
     StreamEvents: _grpc.UnaryStreamMultiCallable[_events_service_pb2.StreamEventsRequest, _events_service_pb2.StreamEventsResponse]
     """Backfills from a cursor (or starts at now), then follows new events live,
     with heartbeats while idle. Server-Sent Events through Envoy at
@@ -54,6 +56,8 @@ class EventsServiceAsyncStub(EventsServiceStub):
     ListEvents: _aio.UnaryUnaryMultiCallable[_events_service_pb2.ListEventsRequest, _events_service_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Events in cursor order (oldest first), from after a cursor."""
     GetEvent: _aio.UnaryUnaryMultiCallable[_events_service_pb2.GetEventRequest, _events_service_pb2.Event]  # type: ignore[assignment]
+    ListEventTypes: _aio.UnaryUnaryMultiCallable[_events_service_pb2.ListEventTypesRequest, _events_service_pb2.ListEventTypesResponse]  # type: ignore[assignment]
+    """The published catalog of event types and the object each carries."""
     StreamEvents: _aio.UnaryStreamMultiCallable[_events_service_pb2.StreamEventsRequest, _events_service_pb2.StreamEventsResponse]  # type: ignore[assignment]
     """Backfills from a cursor (or starts at now), then follows new events live,
     with heartbeats while idle. Server-Sent Events through Envoy at
@@ -79,6 +83,14 @@ class EventsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _events_service_pb2.GetEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_events_service_pb2.Event, _abc.Awaitable[_events_service_pb2.Event]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEventTypes(
+        self,
+        request: _events_service_pb2.ListEventTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_events_service_pb2.ListEventTypesResponse, _abc.Awaitable[_events_service_pb2.ListEventTypesResponse]]:
+        """The published catalog of event types and the object each carries."""
 
     @_abc_1.abstractmethod
     def StreamEvents(
