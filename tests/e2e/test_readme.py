@@ -56,3 +56,18 @@ def test_quickstart_works_as_written(flint_up: int, database_url: str, tmp_path:
         "INSECURE_URL",
         "UNKNOWN_SCOPE",
     ]
+
+
+def test_readme_event_catalog_matches_the_code():
+    from flint.events.catalog import CATALOG
+
+    table = section("Events").split("### Event catalog", 1)[1]
+    rows = re.findall(r"^\| `([a-z_.]+)` \| `([a-z_.]+)` \| (.+?) \|$", table, flags=re.MULTILINE)
+    assert rows == [(e.name, e.object_type, e.description) for e in CATALOG]
+
+
+def test_readme_scope_catalog_matches_the_code():
+    from flint.common.scopes import CATALOG
+
+    listed = set(re.findall(r"`([a-z_]+:(?:read|write))`", section("API")))
+    assert {scope.name for scope in CATALOG} <= listed
