@@ -6,13 +6,18 @@ import argparse
 import asyncio
 import json
 import secrets
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flint import envoy
 from flint.accounts import service
+from flint.billing import cycles
+from flint.billing.vault import TestVault
+from flint.commerce.processor import TestProcessor
 from flint.common import logs
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.config import Settings
@@ -24,9 +29,13 @@ from flint.hosted import HostedSettings
 from flint.hosted import run as run_hosted
 from flint.hosted.settings import SettingsError
 from flint.installs import signing
+from flint.listen import DEFAULT_STATE_DIR, ListenOptions, run_listen
 from flint.migrations import migrate
 from flint.server.app import serve
 from flint.supervisor import run_stack
+from flint.webhooks import retry
+from flint.webhooks.sender import DeliverySettings
+from flint.webhooks.worker import Worker
 
 
 def _database() -> Database:
@@ -59,6 +68,34 @@ def _envoy_settings(args: argparse.Namespace) -> EnvoySettings:
         admin_port=args.admin_port,
         http_host=args.http_host,
     )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Sends webhook deliveries until SIGTERM or SIGINT."""
+    logs.configure()
+    total = args.connect_timeout + args.read_timeout
+    overrides: dict[str, Any] = {
+        # A live worker must never outlast its lease, or two would send at once.
+        "lease": timedelta(seconds=max(args.lease_seconds, total + 1)),
+        "connect_timeout": args.connect_timeout,
+        "read_timeout": args.read_timeout,
+        "total_timeout": total,
+    }
+    if args.retry_schedule:
+        overrides["schedule"] = retry.parse_schedule(args.retry_schedule)
+    worker = Worker(
+        _database(),
+        DeliverySettings.from_env(**overrides),
+        concurrency=args.concurrency,
+        poll_seconds=args.poll_interval,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    print("flint: webhook worker running", flush=True)
+    worker.run(stop)
+    worker.db.dispose()
+    return 0
 
 
 def cmd_envoy(args: argparse.Namespace) -> int:
@@ -287,12 +324,85 @@ def cmd_dev_install(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iso_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def cmd_billing_run_cycles(args: argparse.Namespace) -> int:
+    db = _database()
+    migrate(db)
+    result = cycles.run_cycles(db, TestVault(TestProcessor()), args.now)
+    data = result.as_dict()
+    _emit(args, data, [f"{name}: {count}" for name, count in data.items()])
+    return 0
+
+
 def cmd_dev_seed(args: argparse.Namespace) -> int:
 
     password = args.password or secrets.token_urlsafe(12)
     result = _with_uow(lambda uow: seed(uow, password=password))
     _emit(args, result.as_json(), result.lines())
     return 0
+
+
+# --- listen ---------------------------------------------------------------------
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Forwards test-mode events, signed, to a local URL until Ctrl-C."""
+    options = ListenOptions.from_flags(
+        forward_to=args.forward_to,
+        api_key=args.api_key,
+        api_url=args.api_url,
+        events=args.events,
+        state_dir=args.state_dir,
+        from_now=args.from_now,
+        print_secret=args.print_secret,
+    )
+    return run_listen(options, out=sys.stdout, err=sys.stderr)
+
+
+def _add_listen_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    listen = commands.add_parser(
+        "listen",
+        help="forward test-mode events, signed, to a local URL (like `stripe listen`)",
+        description="Follows the event stream as a merchant's test key or an app's "
+        "access token and POSTs each event, signed with a local whsec_ secret, to "
+        "--forward-to. Resumes where it stopped; at least once.",
+    )
+    listen.add_argument(
+        "--forward-to",
+        metavar="URL",
+        help="where to POST each event, e.g. http://localhost:3000/webhooks (required)",
+    )
+    listen.add_argument(
+        "--api-key",
+        help="a merchant test secret key (sk_test_…) or an app access token; prefer "
+        "$FLINT_API_KEY, which keeps it out of shell history",
+    )
+    listen.add_argument(
+        "--api-url",
+        help="Flint's REST address (default $FLINT_PUBLIC_URL or http://127.0.0.1:8080)",
+    )
+    listen.add_argument(
+        "--events", metavar="TYPE,TYPE", help="forward only these event types (e.g. order.paid)"
+    )
+    listen.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help=f"the signing secret and saved positions (default {DEFAULT_STATE_DIR})",
+    )
+    listen.add_argument(
+        "--from-now", action="store_true", help="ignore the saved position: only new events"
+    )
+    listen.add_argument(
+        "--print-secret", action="store_true", help="print the local signing secret and exit"
+    )
+    listen.set_defaults(handler=cmd_listen)
 
 
 # --- parser ---------------------------------------------------------------------
@@ -331,6 +441,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls")
     serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser("worker", help="send webhook deliveries (run one or several)")
+    worker.add_argument("--concurrency", type=int, default=8, help="attempts in flight at once")
+    worker.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
+    worker.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=60.0,
+        help="how long a claimed delivery is held; after it, another worker retries it",
+    )
+    worker.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS")
+    worker.add_argument("--read-timeout", type=float, default=15.0, metavar="SECONDS")
+    worker.add_argument(
+        "--retry-schedule",
+        default="",
+        metavar="SECONDS,…",
+        help="delays before each retry (default 5s,5m,30m,2h,5h,10h,10h); for testing",
+    )
+    worker.set_defaults(handler=cmd_worker)
 
     envoy = commands.add_parser("envoy", help="render the Envoy config and run Envoy")
     _edge_flags(envoy)
@@ -427,6 +556,21 @@ def build_parser() -> argparse.ArgumentParser:
     dev_install_cmd.add_argument("--environment", choices=["test", "live"], default="test")
     _json_flag(dev_install_cmd)
     dev_install_cmd.set_defaults(handler=cmd_dev_install)
+
+    _add_listen_parser(commands)
+
+    billing = commands.add_parser("billing", help="app billing operations")
+    billing_commands = billing.add_subparsers(dest="billing_command", required=True)
+    run_cycles = billing_commands.add_parser(
+        "run-cycles",
+        help="expire, invoice and collect app charges due at --now (the server does "
+        "this every 15 s with the real clock)",
+    )
+    run_cycles.add_argument(
+        "--now", type=_iso_time, default=None, help="ISO 8601 time (default: now)"
+    )
+    _json_flag(run_cycles)
+    run_cycles.set_defaults(handler=cmd_billing_run_cycles)
     return parser
 
 

@@ -30,6 +30,7 @@ EXAMPLE_SCOPES = (
     "refunds:read",
     "refunds:write",
     "events:read",
+    "billing:write",
 )
 
 

@@ -1,5 +1,5 @@
-"""`flint up`: migrate, then run every Flint process as a child and stop them all
-together."""
+"""`flint up`: migrate, then run every Flint process (gRPC server, webhook
+worker, hosted web app, Envoy) as a child and stop them all together."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.logs import log_event
 from flint.migrations import migrate
+from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 
 logger = logging.getLogger("flint.up")
 STARTUP_TIMEOUT_SECONDS = 30.0
@@ -88,6 +89,8 @@ def run_stack(
         "FLINT_PUBLIC_URL": public_url,
         "FLINT_INTERNAL_KEY": internal.secret,
         "FLINT_HOSTED_SECRET": os.environ.get("FLINT_HOSTED_SECRET") or secrets.token_urlsafe(32),
+        # Local development: webhook endpoints may be http://127.0.0.1 receivers.
+        ALLOW_LOOPBACK_ENV: os.environ.get(ALLOW_LOOPBACK_ENV, "1"),
     }
 
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -110,6 +113,7 @@ def run_stack(
         if not wait_for_grpc(grpc_port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
             log_event(logger, "start_failed", level=logging.ERROR, process="grpc")
             return 1
+        children["worker"] = subprocess.Popen(_flint("worker"), env=child_env)  # noqa: S603
         children["hosted"] = subprocess.Popen(  # noqa: S603
             _flint(
                 "hosted",
@@ -182,7 +186,7 @@ def run_stack(
 
 def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
     # Envoy first, so no new requests reach a server that is draining.
-    for name in ("envoy", "hosted", "grpc"):
+    for name in ("envoy", "hosted", "worker", "grpc"):
         child = children.get(name)
         if child is None or child.poll() is not None:
             continue

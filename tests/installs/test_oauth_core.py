@@ -654,3 +654,34 @@ def test_no_raw_secret_code_or_token_is_stored(world: OAuthWorld, db):
                 dumped = " ".join(str(value) for value in row)
                 for secret in secrets_seen:
                     assert secret not in dumped, f"a raw secret is stored in {table}"
+
+
+def test_an_installed_app_cannot_be_deleted_and_a_deleted_one_is_gone(world: OAuthWorld):
+    tokens = world.install()
+    apps = apps_grpc.AppsServiceStub(world.channel)
+    details = grpc_error(
+        refused(
+            lambda: apps.DeleteApp(
+                apps_pb.DeleteAppRequest(id=world.app.id), metadata=bearer(world.partner.key)
+            )
+        )
+    )
+    assert (details.code, details.reason) == ("FAILED_PRECONDITION", "APP_HAS_INSTALLS")
+    world.installs.UninstallInstall(
+        pb.UninstallInstallRequest(id=tokens.install_id), metadata=bearer(world.merchant.test_key)
+    )
+    apps.DeleteApp(apps_pb.DeleteAppRequest(id=world.app.id), metadata=bearer(world.partner.key))
+    gone = grpc_error(
+        refused(
+            lambda: world.oauth.StartAuthorization(
+                pb.StartAuthorizationRequest(parameters=world.params()),
+                metadata=bearer(world.internal),
+            )
+        )
+    )
+    assert (gone.metadata["oauth_error"], gone.metadata["redirect"]) == ("invalid_client", "false")
+    # The merchant's record of the old install survives the app's deletion.
+    install = world.installs.GetInstall(
+        pb.GetInstallRequest(id=tokens.install_id), metadata=bearer(world.merchant.test_key)
+    )
+    assert install.status == pb.INSTALL_STATUS_UNINSTALLED

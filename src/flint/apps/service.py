@@ -14,10 +14,11 @@ from flint.apps.models import AppRecord
 from flint.common import credentials, scopes
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.db import UnitOfWork
-from flint.common.errors import Violations, invalid_argument, not_found
+from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.ids import new_id
 from flint.common.pagination import fetch_page, parse_page
 from flint.common.validation import check_text, check_url, url_problem
+from flint.installs.models import InstallRecord
 
 STATUSES = ("active", "disabled")
 MAX_NAME_LENGTH = 100
@@ -125,8 +126,11 @@ def create_app(uow: UnitOfWork, principal: Principal, values: AppFields) -> tupl
     return app, client_secret
 
 
+DELETED = "deleted"
+
+
 def _visible_app(session: Session, principal: Principal, app_id: str) -> AppRecord:
-    query = select(AppRecord).where(AppRecord.id == app_id)
+    query = select(AppRecord).where(AppRecord.id == app_id, AppRecord.status != DELETED)
     if principal.kind is not PrincipalKind.ADMIN:
         query = query.where(AppRecord.partner_id == principal.id)
     app = session.scalar(query)
@@ -142,7 +146,7 @@ def get_app(session: Session, principal: Principal, app_id: str) -> AppRecord:
 def list_apps(
     session: Session, principal: Principal, *, page_size: int, page_token: str
 ) -> tuple[list[AppRecord], str]:
-    query = select(AppRecord)
+    query = select(AppRecord).where(AppRecord.status != DELETED)
     if principal.kind is PrincipalKind.ADMIN:
         context = "apps:*"
     else:
@@ -187,8 +191,25 @@ def update_app(
 
 
 def delete_app(uow: UnitOfWork, principal: Principal, app_id: str) -> None:
+    """Deletes an app that no merchant has installed. Its row stays (installs,
+    deliveries and charges refer to it) but it is gone from every read, and its
+    client credentials stop working."""
     app = _visible_app(uow.session, principal, app_id)
-    uow.session.delete(app)
+    installed = uow.session.scalar(
+        select(InstallRecord.id)
+        .where(InstallRecord.app_id == app.id, InstallRecord.status == "active")
+        .limit(1)
+    )
+    if installed is not None:
+        raise FlintError(
+            Code.FAILED_PRECONDITION,
+            "APP_HAS_INSTALLS",
+            "Merchants still have this app installed; disable it (status) instead",
+        )
+    app.status = DELETED
+    app.client_secret_hash = ""
+    app.redirect_uris = []
+    app.updated_at = uow.now
 
 
 def rotate_app_secret(uow: UnitOfWork, principal: Principal, app_id: str) -> tuple[AppRecord, str]:

@@ -28,6 +28,9 @@ class EventRecord(Base):
     # The object as the API shows it, at the time of the change.
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime]
+    # Set for events only one app may see (its own app charges): "" means any
+    # app whose grant allows the object.
+    app_id: Mapped[str] = mapped_column(String(40), default="")
     # Global position in commit order, stamped after commit by the sequencer
     # (a sequence value taken at insert would not be in commit order).
     cursor: Mapped[int | None] = mapped_column(BigInteger, unique=True)
@@ -48,6 +51,7 @@ def record_event(
     object_id: str,
     object_version: int,
     data: dict[str, Any],
+    app_id: str = "",
 ) -> EventRecord:
     from flint.events.catalog import BY_NAME  # noqa: PLC0415 - events builds on common
 
@@ -62,6 +66,7 @@ def record_event(
         object_id=object_id,
         object_version=object_version,
         data=data,
+        app_id=app_id,
         created_at=uow.now,
         cursor=None,
     )

@@ -23,6 +23,8 @@ PREFIXES = frozenset(
         "del",
         "chg",
         "att",  # a payment attempt
+        "aur",  # app usage record
+        "ain",  # app invoice (the platform billing a merchant for an app)
     }
 )
 

@@ -16,7 +16,9 @@ from flint.common.db import Base
 
 PAGE_TOKEN_KEY = "page_tokens"  # noqa: S105 - a key name
 IDEMPOTENCY_KEY = "idempotency"
-KEY_NAMES = (PAGE_TOKEN_KEY, IDEMPOTENCY_KEY)
+# Encrypts webhook signing secrets, which must stay usable to sign.
+WEBHOOK_SECRETS_KEY = "webhook_secrets"
+KEY_NAMES = (PAGE_TOKEN_KEY, IDEMPOTENCY_KEY, WEBHOOK_SECRETS_KEY)
 
 
 class PlatformKey(Base):

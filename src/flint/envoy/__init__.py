@@ -65,6 +65,20 @@ def flint_services(descriptor_path: Path) -> list[str]:
     )
 
 
+def streaming_paths(descriptor_path: Path) -> list[str]:
+    """gRPC paths of server-streaming methods. The transcoder rewrites a REST
+    request to its gRPC path, and that is the route whose timeout applies."""
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    return sorted(
+        f"/{file.package}.{service.name}/{method.name}"
+        for file in descriptors.file
+        if file.package.startswith("flint.")
+        for service in file.service
+        for method in service.method
+        if method.server_streaming
+    )
+
+
 def render_config(settings: EnvoySettings) -> str:
     template = jinja2.Template(
         envoy_template_path().read_text(),
@@ -80,6 +94,7 @@ def render_config(settings: EnvoySettings) -> str:
         max_connections=settings.max_connections,
         descriptor_path=str(settings.descriptor_path),
         services=flint_services(settings.descriptor_path),
+        streaming_paths=streaming_paths(settings.descriptor_path),
         hosted_prefixes=HOSTED_PREFIXES,
         local_replies=LOCAL_REPLIES,
     )

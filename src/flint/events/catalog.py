@@ -54,3 +54,21 @@ CATALOG: tuple[EventType, ...] = (
 )
 
 BY_NAME = {event.name: event for event in CATALOG}
+
+# App billing: recorded with the charging app as the only app audience.
+CATALOG += (
+    EventType("app_charge.created", "app_charge", "An app created a charge awaiting confirmation"),
+    EventType("app_charge.activated", "app_charge", "The merchant approved an app charge"),
+    EventType("app_charge.declined", "app_charge", "The merchant declined an app charge"),
+    EventType("app_charge.expired", "app_charge", "An app charge was not confirmed in 2 days"),
+    EventType(
+        "app_charge.frozen",
+        "app_charge",
+        "An app charge froze: grant revoked, app uninstalled or payment failed for good",
+    ),
+    EventType("app_charge.canceled", "app_charge", "The app or the merchant canceled a charge"),
+    EventType("app_usage.recorded", "app_usage_record", "An app reported usage on its charge"),
+    EventType("app_invoice.paid", "app_invoice", "The merchant paid an app invoice"),
+    EventType("app_invoice.payment_failed", "app_invoice", "A payment of an app invoice failed"),
+)
+BY_NAME = {event.name: event for event in CATALOG}

@@ -130,9 +130,10 @@ class Hub:
         position: int | None,
         heartbeat_seconds: float,
         still_allowed: Callable[[], bool],
-    ) -> AsyncIterator[EventRecord | None]:
-        """Events after `position` (None: from now) in cursor order; None is a
-        heartbeat. Ends when `still_allowed` says the reader lost access."""
+    ) -> AsyncIterator[EventRecord | int]:
+        """Events after `position` (None: from now) in cursor order; an int is a
+        heartbeat carrying the position reached. Ends when `still_allowed` says
+        the reader lost access."""
         sub = Subscription(reader, types)
         self._subscribers.add(sub)
         newest = await asyncio.to_thread(self._max_cursor)
@@ -157,7 +158,7 @@ class Hub:
                 except TimeoutError:
                     if not await asyncio.to_thread(still_allowed):
                         return
-                    yield None
+                    yield last
                     continue
                 if (event.cursor or 0) > last:
                     yield event

@@ -37,6 +37,7 @@ class Reader:
     environment: str
     install_id: str = ""
     scopes: frozenset[str] = frozenset()
+    app_id: str = ""
 
     @property
     def key(self) -> str:
@@ -47,7 +48,13 @@ class Reader:
     @classmethod
     def of(cls, principal: Principal) -> Reader:
         if principal.kind is PrincipalKind.APP:
-            return cls(principal.merchant, principal.environment, principal.id, principal.scopes)
+            return cls(
+                principal.merchant,
+                principal.environment,
+                principal.id,
+                principal.scopes,
+                principal.app_id,
+            )
         return cls(principal.merchant, principal.environment)
 
 

@@ -27,13 +27,14 @@ def visible(reader: Reader) -> Select[EventRecord]:
     )
     if reader.install_id:
         query = query.where(
+            EventRecord.app_id.in_(("", reader.app_id)),
             or_(
                 EventRecord.object_type.in_(visible_object_types(reader.scopes)),
                 and_(
                     EventRecord.object_type == "install",
                     EventRecord.object_id == reader.install_id,
                 ),
-            )
+            ),
         )
     return query
 
@@ -46,6 +47,8 @@ def accepts(reader: Reader, event: EventRecord, types: Sequence[str]) -> bool:
         return False
     if not reader.install_id:
         return True
+    if event.app_id not in ("", reader.app_id):
+        return False
     if event.object_type == "install":
         return event.object_id == reader.install_id
     return event.object_type in visible_object_types(reader.scopes)

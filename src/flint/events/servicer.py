@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 
 from flint.common.auth import PrincipalKind
+from flint.common.credentials import ApiKeyRecord
 from flint.common.db import Database
 from flint.events import catalog, presenter, service
 from flint.events.hub import Hub
@@ -82,25 +83,26 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
         key, position = await _start(self._db, reader, request.after)
 
         def still_allowed() -> bool:
-            if principal.kind is not PrincipalKind.APP:
-                return True
+            # Revoking the credential ends open streams too, at the next heartbeat.
             with self._db.read() as session:
-                state = tokens.family_state(session, principal.credential_id)
-            return state is not None and state.active
+                if principal.kind is PrincipalKind.APP:
+                    state = tokens.family_state(session, principal.credential_id)
+                    return state is not None and state.active
+                record = session.get(ApiKeyRecord, principal.credential_id)
+                return record is not None and record.is_active(self._db.clock())
 
-        last = position if position is not None else self._hub.head
-        async for event in self._hub.follow(
+        async for item in self._hub.follow(
             reader, list(request.types), position, max(heartbeat, 1), still_allowed
         ):
-            if event is None:
+            if isinstance(item, int):
                 yield pb.StreamEventsResponse(
                     heartbeat=pb.Heartbeat(
                         time=timestamp(datetime.now(UTC)),
-                        cursor=presenter.cursor_token(key, reader, last),
+                        cursor=presenter.cursor_token(key, reader, item),
                     )
                 )
                 continue
-            last = event.cursor or last
+            event = item
             yield pb.StreamEventsResponse(event=presenter.event_pb(key, event, reader))
             if event.type == "install.uninstalled" and event.object_id == reader.install_id:
                 return  # nothing more for this install

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flint.common import logs
 from flint.common.logs import log_event
-from flint.hosted import authorize, oauth_api, pay, payment_links, signin
+from flint.hosted import authorize, billing, oauth_api, pay, payment_links, signin
 from flint.hosted.core import Core
 from flint.hosted.pages import template_environment
 from flint.hosted.security import SecurityHeadersMiddleware
@@ -101,6 +101,11 @@ def routes() -> list[BaseRoute]:
         Route(pay.CHECKOUT_PATH, pay.checkout_pay, methods=["POST"]),
         Route(pay.INVOICE_PATH, pay.invoice_page, methods=["GET"]),
         Route(pay.INVOICE_PATH, pay.invoice_pay, methods=["POST"]),
+        Route(billing.BILLING_PATH, billing.overview, methods=["GET"]),
+        Route(billing.CARD_PATH, billing.set_card, methods=["POST"]),
+        Route(billing.CHARGE_PATH, billing.charge_page, methods=["GET"]),
+        Route(billing.CHARGE_PATH, billing.charge_decision, methods=["POST"]),
+        Route(billing.CANCEL_PATH, billing.cancel, methods=["POST"]),
         Route(payment_links.PAYMENT_LINK_PATH, payment_links.open_payment_link, methods=["GET"]),
         Route("/oauth/token", oauth_api.token, methods=["POST"]),
         Route("/oauth/revoke", oauth_api.revoke, methods=["POST"]),

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from flint.accounts.v1 import accounts_service_pb2_grpc
+from flint.billing.v1 import billing_service_pb2_grpc
 from flint.commerce.v1 import pay_service_pb2_grpc
 from flint.installs.v1 import installs_service_pb2_grpc
 
@@ -101,6 +102,7 @@ class Core:
         self.oauth = installs_service_pb2_grpc.OAuthServiceStub(self._channel)
         self.accounts = accounts_service_pb2_grpc.AccountsServiceStub(self._channel)
         self.pay = pay_service_pb2_grpc.PayServiceStub(self._channel)
+        self.billing = billing_service_pb2_grpc.BillingServiceStub(self._channel)
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

@@ -96,7 +96,7 @@ def _validated(session: Session, params: AuthorizeParams) -> tuple[AppRecord, li
     if not params.client_id:
         raise oauth_error("invalid_request", "client_id is required", redirect=False)
     app = session.scalar(select(AppRecord).where(AppRecord.client_id == params.client_id))
-    if app is None:
+    if app is None or app.status == "deleted":
         raise oauth_error("invalid_client", "Unknown client_id", redirect=False)
     # Exact string match only: no normalisation of case, path or trailing slash.
     if not params.redirect_uri or params.redirect_uri not in app.redirect_uris:
@@ -288,8 +288,10 @@ def authenticate_client(session: Session, client_id: str, client_secret: str) ->
     """The app of a client; a wrong secret is invalid_client. No secret at all is
     a public client, which must prove possession with PKCE instead."""
     app = session.scalar(select(AppRecord).where(AppRecord.client_id == client_id))
-    if app is None or (
-        client_secret and not credentials.secret_matches(client_secret, app.client_secret_hash)
+    if (
+        app is None
+        or app.status == "deleted"
+        or (client_secret and not credentials.secret_matches(client_secret, app.client_secret_hash))
     ):
         raise oauth_error(
             "invalid_client", "Client authentication failed", code=Code.UNAUTHENTICATED

@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from flint.apps.models import AppRecord
+from flint.billing.charges import freeze_for_install as freeze_app_charges
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, invalid_argument, not_found
@@ -123,6 +124,7 @@ def uninstall(uow: UnitOfWork, principal: Principal, install_id: str) -> Install
             grant.revoked_at = uow.now
         grant.status = "uninstalled"
     revoke_token_families(uow, install.id, None, "uninstalled")
+    freeze_app_charges(uow, install.id, None)
     for environment in had_grant or [g.environment for g in view.grants]:
         record_install_event(uow, view, "install.uninstalled", environment)
     return view
@@ -155,5 +157,6 @@ def revoke_grant(
     install.version += 1
     install.updated_at = uow.now
     revoke_token_families(uow, install.id, environment, "grant_revoked")
+    freeze_app_charges(uow, install.id, environment)
     record_install_event(uow, view, "install.grant_revoked", environment)
     return view

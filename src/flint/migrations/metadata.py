@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import flint.accounts.models
 import flint.apps.models
+import flint.billing.models
 import flint.commerce.models
 import flint.common.credentials
 import flint.common.events
 import flint.common.idempotency
 import flint.common.platform_keys
-import flint.installs.models  # noqa: F401 - imported for their tables
+import flint.installs.models
+import flint.webhooks.models  # noqa: F401 - imported for their tables
 from flint.common.db import Base
 
 metadata = Base.metadata

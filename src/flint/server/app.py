@@ -18,6 +18,10 @@ from flint.accounts.servicer import AccountsServicer
 from flint.accounts.v1 import accounts_service_pb2, accounts_service_pb2_grpc
 from flint.apps.servicer import AppsServicer
 from flint.apps.v1 import apps_service_pb2, apps_service_pb2_grpc
+from flint.billing import cycles
+from flint.billing.servicer import BillingServicer
+from flint.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
+from flint.billing.vault import TestVault
 from flint.commerce import checkout
 from flint.commerce.processor import Processor, TestProcessor
 from flint.commerce.servicer import (
@@ -60,6 +64,9 @@ from flint.server.interceptors import (
     IdempotencyInterceptor,
     RequestLogInterceptor,
 )
+from flint.webhooks.fanout import fan_out
+from flint.webhooks.servicer import WebhooksServicer
+from flint.webhooks.v1 import webhooks_service_pb2, webhooks_service_pb2_grpc
 
 logger = logging.getLogger("flint.server")
 
@@ -74,6 +81,8 @@ SERVICE_FILES = (
     refunds_service_pb2.DESCRIPTOR,
     pay_service_pb2.DESCRIPTOR,
     events_service_pb2.DESCRIPTOR,
+    webhooks_service_pb2.DESCRIPTOR,
+    billing_service_pb2.DESCRIPTOR,
 )
 SERVICE_NAMES = tuple(
     service.full_name for file in SERVICE_FILES for service in file.services_by_name.values()
@@ -142,8 +151,12 @@ async def start_server(
         RefundsServicer(db, processor), server
     )
     pay_service_pb2_grpc.add_PayServiceServicer_to_server(PayServicer(db, processor), server)
+    billing_service_pb2_grpc.add_BillingServiceServicer_to_server(
+        BillingServicer(db, TestVault(processor)), server
+    )
     hub = Hub(db)
     events_service_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(db, hub), server)
+    webhooks_service_pb2_grpc.add_WebhooksServiceServicer_to_server(WebhooksServicer(db), server)
 
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -157,7 +170,7 @@ async def start_server(
         raise OSError(f"could not listen on {host}:{port}")
     await server.start()
     hub_task = asyncio.create_task(hub.run())
-    sequencer = Sequencer(db, on_sequenced=hub.notify_threadsafe)
+    sequencer = Sequencer(db, consumers=[fan_out], on_sequenced=hub.notify_threadsafe)
     sequencer.start()
     return RunningServer(server, bound, health_servicer, executor, sequencer, hub_task)
 
@@ -169,7 +182,13 @@ def _sweep(db: Database) -> dict[str, int]:
     with db.unit_of_work() as uow:
         expired = checkout.expire_due_sessions(uow)
         uow.commit()
-    return {"checkout_sessions_expired": expired, "idempotency_keys_purged": purge_expired(db)}
+    # App billing: expiries, period ends and payment retries due now.
+    billed = cycles.run_cycles(db, TestVault(TestProcessor())).as_dict()
+    return {
+        "checkout_sessions_expired": expired,
+        "idempotency_keys_purged": purge_expired(db),
+        **billed,
+    }
 
 
 async def _maintenance(db: Database, executor: ThreadPoolExecutor) -> None:

@@ -1,0 +1,311 @@
+"""Billing runs: `run_cycles(db, vault, now)` does everything that is due at
+`now`, so tests (and `flint billing run-cycles --now …`) move time instead of
+waiting, and the server's maintenance loop calls it with the real clock.
+
+1. Pending charges past their 2 days expire.
+2. Every active charge whose period ended is invoiced in arrears: a one-time
+   charge once; a subscription for each paid period that ended (trial periods
+   produce no line); a usage charge for the usage recorded in the period. The
+   lines of one app, merchant, environment and currency form one app invoice.
+   Periods roll forward; a subscription replaced "at period end" ends here.
+3. Test-environment invoices are marked paid at once with no money moved (the
+   processor is never called). Live invoices are charged to the merchant's card
+   on file, with no transaction open during the processor call; a failure is
+   retried after 1, 3 and 5 days, and then the invoice is uncollectible and its
+   charges freeze.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from flint.billing import charges, presenter
+from flint.billing.cards import get_card
+from flint.billing.models import AppChargeRecord, AppInvoiceRecord, UsageRecordRecord
+from flint.billing.vault import CardVault
+from flint.commerce.presenter import snapshot
+from flint.common.db import Database, UnitOfWork
+from flint.common.events import record_event
+from flint.common.ids import new_id
+from flint.common.money import display
+
+# Delays before the 2nd, 3rd and 4th attempt; after the 4th failure, give up.
+RETRY_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=5))
+# How long a payment attempt holds an invoice (no other runner charges it).
+ATTEMPT_LEASE = timedelta(minutes=5)
+# A run catches up at most this many periods of one charge (a server off for long).
+MAX_PERIODS_PER_RUN = 24
+
+
+@dataclass
+class RunResult:
+    expired: int = 0
+    invoiced: int = 0
+    paid: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "app_charges_expired": self.expired,
+            "app_invoices_created": self.invoiced,
+            "app_invoices_paid": self.paid,
+            "app_invoice_payments_failed": self.failed,
+        }
+
+
+@contextmanager
+def _work(db: Database, at: datetime) -> Iterator[UnitOfWork]:
+    """A unit of work whose time is the run's `at`, not the wall clock."""
+    with db.unit_of_work() as uow:
+        uow.now = at
+        yield uow
+
+
+def run_cycles(db: Database, vault: CardVault, now: datetime | None = None) -> RunResult:
+    """Everything due at `now` (default: the database's clock)."""
+    at = now or db.clock()
+    result = RunResult()
+    with _work(db, at) as uow:
+        result.expired = charges.expire_due(uow)
+        uow.commit()
+    result.invoiced = _invoice_due(db, at)
+    paid, failed = _collect(db, vault, at)
+    result.paid += paid
+    result.failed += failed
+    return result
+
+
+def _invoice_due(db: Database, at: datetime) -> int:
+    with _work(db, at) as uow:
+        due = list(
+            uow.session.scalars(
+                select(AppChargeRecord)
+                .where(
+                    AppChargeRecord.status == "active",
+                    AppChargeRecord.period_end.is_not(None),
+                    AppChargeRecord.period_end <= uow.now,
+                )
+                .order_by(AppChargeRecord.id)
+                .with_for_update(skip_locked=True)
+            )
+        )
+        groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for charge in due:
+            key = (charge.merchant_id, charge.environment, charge.app_id, charge.currency)
+            groups[key].extend(_bill(uow, charge))
+        created = 0
+        for (merchant_id, environment, app_id, currency), lines in groups.items():
+            if not lines:
+                continue
+            _create_invoice(uow, merchant_id, environment, app_id, currency, lines)
+            created += 1
+        uow.commit()
+    return created
+
+
+def _line(charge: AppChargeRecord, description: str, amount: int) -> dict[str, Any]:
+    return {"description": description, "amount": amount, "app_charge_id": charge.id}
+
+
+def _bill(uow: UnitOfWork, charge: AppChargeRecord) -> list[dict[str, Any]]:
+    """The lines of every period of `charge` that ended by now; rolls it forward."""
+    lines: list[dict[str, Any]] = []
+    if charge.kind == "one_time":
+        lines.append(_line(charge, charge.name, charge.amount))
+        charge.period_end = None
+        charge.version += 1
+        charge.updated_at = uow.now
+        return lines
+    for _ in range(MAX_PERIODS_PER_RUN):
+        start, end = charge.period_start, charge.period_end
+        if start is None or end is None or end > uow.now or charge.status != "active":
+            break
+        if charge.kind == "recurring":
+            in_trial = charge.trial_ends_at is not None and end <= charge.trial_ends_at
+            if not in_trial:
+                lines.append(_line(charge, f"{charge.name} ({_days(start, end)})", charge.amount))
+                if charge.credit:
+                    applied = min(charge.credit, charge.amount)
+                    charge.credit -= applied
+                    lines.append(_line(charge, "Credit for unused time on the old plan", -applied))
+            next_end = end + charges.INTERVALS[charge.interval]
+        else:
+            used = int(
+                uow.session.scalar(
+                    select(func.coalesce(func.sum(UsageRecordRecord.amount), 0)).where(
+                        UsageRecordRecord.merchant_id == charge.merchant_id,
+                        UsageRecordRecord.environment == charge.environment,
+                        UsageRecordRecord.charge_id == charge.id,
+                        UsageRecordRecord.period_start == start,
+                    )
+                )
+                or 0
+            )
+            if used:
+                lines.append(_line(charge, f"{charge.name}: usage ({_days(start, end)})", used))
+            charge.balance_used = 0
+            next_end = end + charges.USAGE_PERIOD
+        charge.period_start, charge.period_end = end, next_end
+        charge.version += 1
+        charge.updated_at = uow.now
+        if charge.cancel_at_period_end:
+            # Replaced at its period end: the new subscription takes over now.
+            charge.status = "canceled"
+            charge.canceled_at = uow.now
+            charge.period_end = None
+            charges.emit(uow, charge, "app_charge.canceled")
+    return lines
+
+
+def _days(start: datetime, end: datetime) -> str:
+    return f"{start.date().isoformat()} to {end.date().isoformat()}"
+
+
+def _emit_invoice(uow: UnitOfWork, invoice: AppInvoiceRecord, type_: str) -> None:
+    record_event(
+        uow,
+        merchant_id=invoice.merchant_id,
+        environment=invoice.environment,
+        type=type_,
+        object_type="app_invoice",
+        object_id=invoice.id,
+        object_version=invoice.version,
+        data=snapshot(presenter.invoice_pb(invoice)),
+        app_id=invoice.app_id,
+    )
+
+
+def _create_invoice(
+    uow: UnitOfWork,
+    merchant_id: str,
+    environment: str,
+    app_id: str,
+    currency: str,
+    lines: list[dict[str, Any]],
+) -> AppInvoiceRecord:
+    total = max(0, sum(line["amount"] for line in lines))
+    settled = environment == "test" or total == 0
+    invoice = AppInvoiceRecord(
+        id=new_id("ain"),
+        merchant_id=merchant_id,
+        environment=environment,
+        app_id=app_id,
+        # Test mode: paid with no money moved, the processor never called.
+        status="paid" if settled else "open",
+        currency=currency,
+        lines=lines,
+        total=total,
+        amount_paid=total if settled else 0,
+        attempt_count=0,
+        next_attempt_at=None if settled else uow.now,
+        decline_code="",
+        processor_reference="",
+        version=1,
+        created_at=uow.now,
+        updated_at=uow.now,
+        paid_at=uow.now if settled else None,
+    )
+    uow.session.add(invoice)
+    if settled:
+        _emit_invoice(uow, invoice, "app_invoice.paid")
+    return invoice
+
+
+def _collect(db: Database, vault: CardVault, at: datetime) -> tuple[int, int]:
+    paid = failed = 0
+    with db.read() as session:
+        due = list(
+            session.scalars(
+                select(AppInvoiceRecord.id).where(
+                    AppInvoiceRecord.status == "open",
+                    AppInvoiceRecord.next_attempt_at <= at,
+                )
+            )
+        )
+    for invoice_id in due:
+        outcome = _attempt(db, vault, invoice_id, at)
+        if outcome is True:
+            paid += 1
+        elif outcome is False:
+            failed += 1
+    return paid, failed
+
+
+def _attempt(db: Database, vault: CardVault, invoice_id: str, at: datetime) -> bool | None:
+    # 1. Claim the invoice in a short transaction (one runner charges it).
+    with _work(db, at) as uow:
+        claimed = uow.session.execute(
+            update(AppInvoiceRecord)
+            .where(
+                AppInvoiceRecord.id == invoice_id,
+                AppInvoiceRecord.status == "open",
+                AppInvoiceRecord.next_attempt_at <= uow.now,
+            )
+            .values(next_attempt_at=uow.now + ATTEMPT_LEASE)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        invoice = uow.session.get(AppInvoiceRecord, invoice_id)
+        assert invoice is not None  # noqa: S101
+        card = get_card(uow.session, invoice.merchant_id)
+        token = card.token if card else ""
+        amount, currency = invoice.total, invoice.currency
+        uow.commit()
+    # 2. Charge with no transaction open (a real acquirer is a network call).
+    if token:
+        result = vault.charge(token=token, amount=amount, currency=currency)
+        succeeded, decline, reference = result.succeeded, result.decline_code, result.reference
+    else:
+        succeeded, decline, reference = False, "no_card_on_file", ""
+    # 3. Record the outcome.
+    with _work(db, at) as uow:
+        invoice = uow.session.get(AppInvoiceRecord, invoice_id, with_for_update=True)
+        assert invoice is not None  # noqa: S101
+        invoice.attempt_count += 1
+        invoice.version += 1
+        invoice.updated_at = uow.now
+        if succeeded:
+            invoice.status = "paid"
+            invoice.amount_paid = invoice.total
+            invoice.paid_at = uow.now
+            invoice.next_attempt_at = None
+            invoice.processor_reference = reference
+            invoice.decline_code = ""
+            _emit_invoice(uow, invoice, "app_invoice.paid")
+        else:
+            invoice.decline_code = decline
+            if invoice.attempt_count > len(RETRY_SCHEDULE):
+                invoice.status = "uncollectible"
+                invoice.next_attempt_at = None
+                _freeze_lines(uow, invoice)
+            else:
+                invoice.next_attempt_at = uow.now + RETRY_SCHEDULE[invoice.attempt_count - 1]
+            _emit_invoice(uow, invoice, "app_invoice.payment_failed")
+        uow.commit()
+    return succeeded
+
+
+def _freeze_lines(uow: UnitOfWork, invoice: AppInvoiceRecord) -> None:
+    ids = sorted({line["app_charge_id"] for line in invoice.lines})
+    for charge in uow.session.scalars(
+        select(AppChargeRecord)
+        .where(
+            AppChargeRecord.merchant_id == invoice.merchant_id,
+            AppChargeRecord.environment == invoice.environment,
+            AppChargeRecord.id.in_(ids),
+            AppChargeRecord.status.in_(charges.LIVE_STATUSES),
+        )
+        .with_for_update()
+    ):
+        charges.freeze(uow, charge)
+
+
+def describe(invoice: AppInvoiceRecord) -> str:
+    return f"{invoice.id} {invoice.status} {display(invoice.total, invoice.currency)}"
