@@ -628,3 +628,29 @@ def test_list_refunds_and_payments_by_order(shop: Commerce):
     )
     assert [r.amount for r in refunds.refunds] == [100]
     assert [p.amount_refunded for p in payments.payments] == [100]
+
+
+def test_the_expiry_sweep_expires_sessions_past_their_time(shop: Commerce, db):
+    from sqlalchemy import update
+
+    from flint.commerce import checkout
+    from flint.commerce.models import CheckoutSessionRecord
+
+    order = shop.create_order()
+    session = shop.create_session(order.id)
+    with db.unit_of_work() as uow:
+        uow.session.execute(
+            update(CheckoutSessionRecord)
+            .where(CheckoutSessionRecord.id == session.id)
+            .values(expires_at=uow.now - timedelta(seconds=1))
+        )
+        uow.commit()
+    with db.unit_of_work() as uow:
+        assert checkout.expire_due_sessions(uow) >= 1
+        uow.commit()
+    swept = shop.sessions.GetCheckoutSession(
+        checkout_pb.GetCheckoutSessionRequest(id=session.id), metadata=shop.auth
+    )
+    assert swept.status == pb.CHECKOUT_SESSION_STATUS_EXPIRED
+    assert kinds(shop.timeline(order.id))[-1] == "CHECKOUT_EXPIRED"
+    assert shop.timeline(order.id)[-1].actor.kind == pb.ACTOR_KIND_SYSTEM
