@@ -33,7 +33,8 @@ BACKFILL_BATCH = 200
 class Subscription:
     reader: Reader
     types: Sequence[str]
-    queue: asyncio.Queue[EventRecord] = field(
+    # None wakes a subscriber that became lagging while it waited.
+    queue: asyncio.Queue[EventRecord | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_LIMIT)
     )
     lagging: bool = False
@@ -117,6 +118,7 @@ class Hub:
                 sub.lagging = True
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
+                sub.queue.put_nowait(None)
 
     def notify_threadsafe(self) -> None:
         """A new event was sequenced in this process: poll now."""
@@ -154,15 +156,17 @@ class Hub:
                     backfill = len(batch) == BACKFILL_BATCH
                     continue
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), heartbeat_seconds)
+                    queued = await asyncio.wait_for(sub.queue.get(), heartbeat_seconds)
                 except TimeoutError:
                     if not await asyncio.to_thread(still_allowed):
                         return
                     yield last
                     continue
-                if (event.cursor or 0) > last:
-                    yield event
-                    last = event.cursor or last
+                if queued is None:
+                    continue  # lagging: catch up from the database
+                if (queued.cursor or 0) > last:
+                    yield queued
+                    last = queued.cursor or last
         finally:
             self._subscribers.discard(sub)
 

@@ -1,0 +1,69 @@
+"""The stream hub keeps a slow consumer's memory bounded: its queue never grows
+past the limit; it falls back to reading the database and still gets every
+event once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from flint.commerce import orders
+from flint.commerce.context import Actor, Tenant
+from flint.commerce.lines import LineInput
+from flint.common.db import Database
+from flint.events import hub as hub_module
+from flint.events.hub import Hub
+from flint.events.presenter import Reader
+from flint.events.sequencer import sequence_pending
+
+
+def _create_orders(db: Database, merchant_id: str, count: int) -> list[str]:
+    created = []
+    for _ in range(count):
+        with db.unit_of_work() as uow:
+            order = orders.create_order(
+                uow,
+                Tenant(merchant_id, "test"),
+                Actor("merchant", merchant_id),
+                lines=[LineInput("Mug", 1, 1000)],
+                currency="usd",
+                customer_email="",
+                metadata={},
+            )
+            uow.commit()
+        created.append(order.id)
+    sequence_pending(db)
+    return created
+
+
+def test_a_slow_subscriber_stays_bounded_and_catches_up(
+    db: Database, new_merchant, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(hub_module, "QUEUE_LIMIT", 5)
+
+    async def scenario() -> tuple[int, bool, list[str]]:
+        hub = Hub(db, poll_seconds=0.02)
+        poller = asyncio.create_task(hub.run())
+        stream = hub.follow(Reader(new_merchant.id, "test"), [], None, 30, lambda: True)
+        first = asyncio.ensure_future(anext(stream))  # subscribes, then waits
+        while hub.subscriber_count == 0:
+            await asyncio.sleep(0.01)
+        created = await asyncio.to_thread(_create_orders, db, new_merchant.id, 20)
+        (subscription,) = hub._subscribers
+        while not subscription.lagging:
+            await asyncio.sleep(0.01)
+        peak = subscription.queue.qsize()
+        lagging = subscription.lagging
+        received = [(await first).object_id]
+        while len(received) < len(created):
+            received.append((await anext(stream)).object_id)
+        await stream.aclose()
+        poller.cancel()
+        assert received == created
+        return peak, lagging, received
+
+    peak, lagging, received = asyncio.run(scenario())
+    assert lagging
+    assert peak <= 5
+    assert len(received) == 20
