@@ -98,3 +98,21 @@ def test_signed_out_visitor_is_sent_to_sign_in(world: World, charge: pb.AppCharg
     response = world.browser.get(f"/hosted/billing/charges/{charge.id}")
     assert response.status_code in (302, 303)
     assert response.headers["location"].startswith("/hosted/signin")
+
+
+def test_merchant_lists_and_cancels_a_charge_on_the_hosted_page(world: World, charge: pb.AppCharge):
+    world.sign_in()
+    page = world.browser.get(f"/hosted/billing/charges/{charge.id}")
+    world.browser.post(
+        f"/hosted/billing/charges/{charge.id}",
+        data={"decision": "approve", "csrf_token": csrf_from(page.text)},
+    )
+    overview = world.browser.get("/hosted/billing?environment=test")
+    assert overview.status_code == 200
+    assert "Setup fee" in overview.text
+    response = world.browser.post(
+        f"/hosted/billing/charges/{charge.id}/cancel",
+        data={"environment": "test", "csrf_token": csrf_from(overview.text)},
+    )
+    assert response.status_code == 303
+    assert status_of(world, charge.id) == "canceled"
