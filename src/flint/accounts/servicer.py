@@ -12,14 +12,10 @@ from flint.common.credentials import ApiKeyRecord
 from flint.common.db import Database
 from flint.common.errors import invalid_argument
 from flint.server import idempotency
-from flint.server.convert import timestamp
+from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
 from flint.server.interceptors import current_principal
 
 ENVIRONMENTS: dict[int, str] = {pb.ENVIRONMENT_TEST: "test", pb.ENVIRONMENT_LIVE: "live"}
-ENVIRONMENT_ENUMS: dict[str, pb.Environment.ValueType] = {
-    "test": pb.ENVIRONMENT_TEST,
-    "live": pb.ENVIRONMENT_LIVE,
-}
 
 
 def api_key_pb(record: ApiKeyRecord, secret: str = "") -> pb.ApiKey:

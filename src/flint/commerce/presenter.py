@@ -9,7 +9,6 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.commerce.models import (
     CheckoutSessionRecord,
     InvoiceRecord,
@@ -22,12 +21,9 @@ from flint.commerce.models import (
 )
 from flint.commerce.v1 import resources_pb2 as pb
 from flint.common.config import Settings
-from flint.server.convert import timestamp
+from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
 
-ENVIRONMENTS: dict[str, accounts_pb.Environment.ValueType] = {
-    "test": accounts_pb.ENVIRONMENT_TEST,
-    "live": accounts_pb.ENVIRONMENT_LIVE,
-}
+ENVIRONMENTS = ENVIRONMENT_ENUMS
 ORDER_STATUSES: dict[str, pb.OrderStatus.ValueType] = {
     "open": pb.ORDER_STATUS_OPEN,
     "paid": pb.ORDER_STATUS_PAID,

@@ -21,12 +21,9 @@ from flint.common.errors import invalid_argument
 from flint.common.events import EventRecord
 from flint.common.platform_keys import PAGE_TOKEN_KEY, platform_key
 from flint.events.v1 import events_service_pb2 as pb
-from flint.server.convert import timestamp
+from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
 
-ENVIRONMENTS: dict[str, accounts_pb.Environment.ValueType] = {
-    "test": accounts_pb.ENVIRONMENT_TEST,
-    "live": accounts_pb.ENVIRONMENT_LIVE,
-}
+ENVIRONMENTS = ENVIRONMENT_ENUMS
 
 
 @dataclass(frozen=True)

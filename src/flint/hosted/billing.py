@@ -16,7 +16,6 @@ import grpc
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.billing.v1 import billing_service_pb2 as pb
 from flint.hosted.amounts import format_amount
 from flint.hosted.card_form import CVC_FIELD, EXPIRY_FIELD, NUMBER_FIELD, read_card
@@ -32,13 +31,14 @@ from flint.hosted.pages import (
 from flint.hosted.security import csp_origin, web_url
 from flint.hosted.signin import signin_url
 from flint.hosted.state import hosted, log_fields, request_id
+from flint.server.convert import ENVIRONMENT_ENUMS
 
 BILLING_PATH = "/hosted/billing"
 CHARGE_PATH = "/hosted/billing/charges/{charge_id}"
 CANCEL_PATH = "/hosted/billing/charges/{charge_id}/cancel"
 CARD_PATH = "/hosted/billing/card"
 _CHARGE_ID = re.compile(r"chg_[a-z0-9]{26}")
-ENVIRONMENTS = {"test": accounts_pb.ENVIRONMENT_TEST, "live": accounts_pb.ENVIRONMENT_LIVE}
+ENVIRONMENTS = ENVIRONMENT_ENUMS
 STATUS_TEXT = {
     pb.APP_CHARGE_STATUS_PENDING: "pending",
     pb.APP_CHARGE_STATUS_ACTIVE: "active",

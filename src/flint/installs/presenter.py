@@ -7,15 +7,10 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.installs.models import GrantRecord, InstallRecord
 from flint.installs.v1 import installs_service_pb2 as pb
-from flint.server.convert import timestamp
+from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
 
-ENVIRONMENT_ENUMS: dict[str, accounts_pb.Environment.ValueType] = {
-    "test": accounts_pb.ENVIRONMENT_TEST,
-    "live": accounts_pb.ENVIRONMENT_LIVE,
-}
 STATUS_ENUMS: dict[str, pb.InstallStatus.ValueType] = {
     "active": pb.INSTALL_STATUS_ACTIVE,
     "revoked": pb.INSTALL_STATUS_REVOKED,

@@ -12,6 +12,7 @@ from flint.installs.service import InstallView
 from flint.installs.v1 import installs_service_pb2 as pb
 from flint.installs.v1 import installs_service_pb2_grpc as pb_grpc
 from flint.server import idempotency
+from flint.server.convert import ENVIRONMENT_ENUMS
 from flint.server.interceptors import current_principal
 
 CHANGES: dict[str, pb.InstallChange.ValueType] = {
@@ -98,11 +99,9 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
                 pb.RequestedScope(name=s.name, description=s.description, granted=s.granted)
                 for s in prompt.scopes
             ],
-            environment=presenter.ENVIRONMENT_ENUMS[prompt.environment],
+            environment=ENVIRONMENT_ENUMS[prompt.environment],
             change=CHANGES[prompt.change],
-            existing_environments=[
-                presenter.ENVIRONMENT_ENUMS[e] for e in prompt.existing_environments
-            ],
+            existing_environments=[ENVIRONMENT_ENUMS[e] for e in prompt.existing_environments],
             merchant_name=prompt.merchant_name,
         )
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
-from flint.server.convert import timestamp
+from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
 from flint.webhooks.models import (
     WebhookAttemptRecord,
     WebhookDeliveryRecord,
@@ -19,11 +19,6 @@ from flint.webhooks.v1 import webhooks_service_pb2 as pb
 if TYPE_CHECKING:
     from flint.webhooks.service import EndpointView, Missed
 
-ENVIRONMENT_ENUMS: dict[str, accounts_pb.Environment.ValueType] = {
-    "test": accounts_pb.ENVIRONMENT_TEST,
-    "live": accounts_pb.ENVIRONMENT_LIVE,
-}
-ENVIRONMENT_NAMES = {value: name for name, value in ENVIRONMENT_ENUMS.items()}
 ENDPOINT_STATUSES: dict[str, pb.WebhookEndpointStatus.ValueType] = {
     "enabled": pb.WEBHOOK_ENDPOINT_STATUS_ENABLED,
     "disabled": pb.WEBHOOK_ENDPOINT_STATUS_DISABLED,

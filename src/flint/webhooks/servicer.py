@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from flint.common.db import Database
 from flint.common.errors import invalid_argument
 from flint.server import idempotency
+from flint.server.convert import ENVIRONMENT_NAMES
 from flint.server.interceptors import current_principal
 from flint.webhooks import history, presenter, sender, service
 from flint.webhooks.sender import DeliverySettings
@@ -31,7 +32,7 @@ def _enum_name(names: Mapping[Any, str], value: int, fld: str) -> str:
 def endpoint_fields(endpoint: pb.WebhookEndpoint) -> EndpointFields:
     environments = []
     for index, value in enumerate(endpoint.environments):
-        name = presenter.ENVIRONMENT_NAMES.get(value)
+        name = ENVIRONMENT_NAMES.get(value)
         if name is None:
             raise invalid_argument(
                 f"webhook_endpoint.environments[{index}]",
@@ -126,7 +127,7 @@ class WebhooksServicer(pb_grpc.WebhooksServiceServicer):
     def TestWebhookEndpoint(
         self, request: pb.TestWebhookEndpointRequest, context: Any
     ) -> pb.TestWebhookEndpointResponse:
-        environment = _enum_name(presenter.ENVIRONMENT_NAMES, request.environment, "environment")
+        environment = _enum_name(ENVIRONMENT_NAMES, request.environment, "environment")
         with self._db.unit_of_work() as uow:
             job = sender.prepare_test(
                 uow, current_principal(), request.id, environment, self._settings
