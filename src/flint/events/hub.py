@@ -38,6 +38,9 @@ class Subscription:
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_LIMIT)
     )
     lagging: bool = False
+    # For operators and tests: how often it fell behind, and the most it queued.
+    times_lagged: int = 0
+    peak: int = 0
 
 
 class Hub:
@@ -114,8 +117,10 @@ class Hub:
                 continue
             try:
                 sub.queue.put_nowait(event)
+                sub.peak = max(sub.peak, sub.queue.qsize())
             except asyncio.QueueFull:
                 sub.lagging = True
+                sub.times_lagged += 1
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
                 sub.queue.put_nowait(None)
