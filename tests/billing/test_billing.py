@@ -3,7 +3,7 @@ injected `now`, so months pass in milliseconds."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import grpc
 import pytest
@@ -49,7 +49,7 @@ def _refused(call: object, reason: str, code: grpc.StatusCode) -> None:
 
 
 def _period_end(charge: pb.AppCharge):  # type: ignore[no-untyped-def]
-    return charge.current_period_end.ToDatetime().replace(tzinfo=__import__("datetime").UTC)
+    return charge.current_period_end.ToDatetime().replace(tzinfo=UTC)
 
 
 # --- lifecycle -----------------------------------------------------------------------------
@@ -158,6 +158,33 @@ def test_one_time_charge_is_invoiced_once(bw: BillingWorld, db: Database):
     cycles.run_cycles(db, VAULT, now + timedelta(seconds=1))
     cycles.run_cycles(db, VAULT, now + timedelta(days=90))
     assert [i.total for i in _invoices(db, bw.app.id)] == [5000]
+
+
+def test_app_invoices_are_listed_page_by_page_per_app(
+    bw: BillingWorld, db: Database, new_merchant: MerchantCreds
+):
+    for amount in (5000, 7000):
+        view = bw.decide(bw.create(amount=amount).id)
+        activated = view.app_charge.activate_time.ToDatetime(tzinfo=UTC)
+        cycles.run_cycles(db, VAULT, activated + timedelta(seconds=1))
+    newest = bw.stub.ListAppInvoices(pb.ListAppInvoicesRequest(page_size=1), metadata=bw.auth)
+    oldest = bw.stub.ListAppInvoices(
+        pb.ListAppInvoicesRequest(page_size=1, page_token=newest.next_page_token),
+        metadata=bw.auth,
+    )
+    assert [i.total for i in (*newest.app_invoices, *oldest.app_invoices)] == [7000, 5000]
+    assert oldest.next_page_token == ""
+    merchant = bearer(new_merchant.test_key)
+    listed = bw.stub.ListAppInvoices(pb.ListAppInvoicesRequest(), metadata=merchant)
+    assert [i.app_id for i in listed.app_invoices] == [bw.app.id, bw.app.id]
+    # The app's token pages the app's list only, not the merchant's whole list.
+    _refused(
+        lambda: bw.stub.ListAppInvoices(
+            pb.ListAppInvoicesRequest(page_token=newest.next_page_token), metadata=merchant
+        ),
+        "INVALID_PAGE_TOKEN",
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
 
 
 def test_pending_charge_expires_after_two_days_and_cannot_be_confirmed(
@@ -339,9 +366,9 @@ def test_billing_events_are_addressed_to_the_charging_app_only(bw: BillingWorld,
     with db.read() as session:
         found = list(
             session.execute(
-                select(EventRecord.type, EventRecord.app_id).where(
-                    EventRecord.object_id == charge.id
-                )
+                select(EventRecord.type, EventRecord.app_id)
+                .where(EventRecord.object_id == charge.id)
+                .order_by(EventRecord.object_version)
             )
         )
     assert found == [("app_charge.created", bw.app.id), ("app_charge.activated", bw.app.id)]

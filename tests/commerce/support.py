@@ -21,8 +21,14 @@ from flint.commerce.v1 import resources_pb2 as pb
 from tests.conftest import bearer
 
 GOOD_CARD = "4242424242424242"
+MASTERCARD = "5555555555554444"
 DECLINED_CARD = "4000000000000002"
 NO_FUNDS_CARD = "4000000000009995"
+
+
+def card(number: str) -> pay_pb.CardDetails:
+    """A buyer's card entry: `number` with a valid expiry and CVC."""
+    return pay_pb.CardDetails(number=number, exp_month=12, exp_year=2030, cvc="123")
 
 
 @dataclass
@@ -83,13 +89,12 @@ class Commerce:
         )
 
     def pay_session(self, session_id: str, number: str = GOOD_CARD) -> pay_pb.PayResult:
-        return self.pay.PayCheckoutSession(
-            pay_pb.PayCheckoutSessionRequest(
-                id=session_id,
-                card=pay_pb.CardDetails(number=number, exp_month=12, exp_year=2030, cvc="123"),
-            ),
-            metadata=bearer(self.internal),
-        )
+        request = pay_pb.PayCheckoutSessionRequest(id=session_id, card=card(number))
+        return self.pay.PayCheckoutSession(request, metadata=bearer(self.internal))
+
+    def pay_invoice(self, invoice_id: str, number: str = GOOD_CARD) -> pay_pb.PayResult:
+        request = pay_pb.PayInvoiceRequest(id=invoice_id, card=card(number))
+        return self.pay.PayInvoice(request, metadata=bearer(self.internal))
 
     def paid_order(self, number: str = GOOD_CARD) -> pb.Order:
         order = self.create_order()

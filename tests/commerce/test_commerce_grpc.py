@@ -20,7 +20,13 @@ from flint.commerce.v1 import payment_links_service_pb2 as links_pb
 from flint.commerce.v1 import refunds_service_pb2 as refunds_pb
 from flint.commerce.v1 import resources_pb2 as pb
 from flint.common.events import EventRecord
-from tests.commerce.support import DECLINED_CARD, GOOD_CARD, NO_FUNDS_CARD, Commerce
+from tests.commerce.support import (
+    DECLINED_CARD,
+    GOOD_CARD,
+    MASTERCARD,
+    NO_FUNDS_CARD,
+    Commerce,
+)
 from tests.conftest import bearer
 from tests.errors import grpc_error
 from tests.installs.oauth_support import internal_key
@@ -293,21 +299,9 @@ def test_invoice_from_draft_to_paid(shop: Commerce):
         30000,
         final.number,
     )
-    declined = shop.pay.PayInvoice(
-        pay_pb.PayInvoiceRequest(
-            id=invoice.id,
-            card=pay_pb.CardDetails(number=NO_FUNDS_CARD, exp_month=1, exp_year=2031, cvc="999"),
-        ),
-        metadata=bearer(shop.internal),
-    )
+    declined = shop.pay_invoice(invoice.id, NO_FUNDS_CARD)
     assert (declined.succeeded, declined.decline_code) == (False, "insufficient_funds")
-    paid = shop.pay.PayInvoice(
-        pay_pb.PayInvoiceRequest(
-            id=invoice.id,
-            card=pay_pb.CardDetails(number=GOOD_CARD, exp_month=1, exp_year=2031, cvc="999"),
-        ),
-        metadata=bearer(shop.internal),
-    )
+    paid = shop.pay_invoice(invoice.id)
     assert paid.succeeded
     got = shop.invoices.GetInvoice(invoices_pb.GetInvoiceRequest(id=invoice.id), metadata=shop.auth)
     assert (got.status, got.amount_paid) == (pb.INVOICE_STATUS_PAID, 30000)
@@ -433,6 +427,38 @@ def test_concurrent_submissions_pay_a_session_at_most_once(shop: Commerce):
     assert [p.status for p in record.payments] == [pb.PAYMENT_STATUS_SUCCEEDED]
 
 
+def test_concurrent_payments_of_an_invoice_with_two_cards_charge_once(shop: Commerce):
+    invoice = shop.new_invoice()  # not tied to an order
+    shop.invoices.FinalizeInvoice(
+        invoices_pb.FinalizeInvoiceRequest(id=invoice.id), metadata=shop.auth
+    )
+    start = threading.Barrier(10)
+
+    def submit(card: str) -> str:
+        start.wait()
+        try:
+            return "PAID" if shop.pay_invoice(invoice.id, card).succeeded else "DECLINED"
+        except grpc.RpcError as error:
+            return grpc_error(error).reason
+
+    with ThreadPoolExecutor(10) as pool:
+        outcomes = list(pool.map(submit, [GOOD_CARD, MASTERCARD] * 5))
+    assert outcomes.count("PAID") == 1
+    assert set(outcomes) <= {"PAID", "PAYMENT_IN_PROGRESS", "INVOICE_NOT_OPEN"}
+    paid = shop.invoices.GetInvoice(
+        invoices_pb.GetInvoiceRequest(id=invoice.id), metadata=shop.auth
+    )
+    listed = shop.refunds.ListPayments(refunds_pb.ListPaymentsRequest(), metadata=shop.auth)
+    charges = [p for p in listed.payments if p.invoice_id == invoice.id]
+    assert [(p.status, p.amount, p.order_id) for p in charges] == [
+        (pb.PAYMENT_STATUS_SUCCEEDED, 30000, "")
+    ]
+    assert (paid.status, paid.amount_paid) == (pb.INVOICE_STATUS_PAID, 30000)
+    # Paying again is refused for what it is, not as a payment in progress.
+    details = grpc_error(refused(lambda: shop.pay_invoice(invoice.id, MASTERCARD)))
+    assert (details.code, details.reason) == ("FAILED_PRECONDITION", "INVOICE_NOT_OPEN")
+
+
 def test_paying_a_complete_session_is_refused(shop: Commerce):
     order = shop.paid_order()
     session_id = shop.get(order.id).checkout_sessions[0].id
@@ -475,18 +501,30 @@ def test_finalizing_a_non_draft_invoice_is_refused(shop: Commerce):
     assert (details.code, details.reason) == ("FAILED_PRECONDITION", "INVOICE_NOT_DRAFT")
 
 
+def test_invoices_listed_by_status_page_within_that_status(shop: Commerce):
+    drafts = [shop.new_invoice() for _ in range(2)]
+    shop.invoices.FinalizeInvoice(
+        invoices_pb.FinalizeInvoiceRequest(id=shop.new_invoice().id), metadata=shop.auth
+    )
+
+    def page(status: int, token: str = "") -> invoices_pb.ListInvoicesResponse:
+        request = invoices_pb.ListInvoicesRequest(status=status, page_size=1, page_token=token)
+        return shop.invoices.ListInvoices(request, metadata=shop.auth)
+
+    first = page(pb.INVOICE_STATUS_DRAFT)
+    second = page(pb.INVOICE_STATUS_DRAFT, first.next_page_token)
+    assert [i.id for i in (*first.invoices, *second.invoices)] == [d.id for d in drafts[::-1]]
+    assert second.next_page_token == ""
+    details = grpc_error(refused(lambda: page(pb.INVOICE_STATUS_OPEN, first.next_page_token)))
+    assert details.reason == "INVALID_PAGE_TOKEN"
+
+
 def test_voiding_a_paid_invoice_is_refused(shop: Commerce):
     invoice = shop.new_invoice()
     shop.invoices.FinalizeInvoice(
         invoices_pb.FinalizeInvoiceRequest(id=invoice.id), metadata=shop.auth
     )
-    assert shop.pay.PayInvoice(
-        pay_pb.PayInvoiceRequest(
-            id=invoice.id,
-            card=pay_pb.CardDetails(number=GOOD_CARD, exp_month=1, exp_year=2031, cvc="999"),
-        ),
-        metadata=bearer(shop.internal),
-    ).succeeded
+    assert shop.pay_invoice(invoice.id).succeeded
     details = grpc_error(
         refused(
             lambda: shop.invoices.VoidInvoice(
@@ -628,6 +666,38 @@ def test_list_refunds_and_payments_by_order(shop: Commerce):
     )
     assert [r.amount for r in refunds.refunds] == [100]
     assert [p.amount_refunded for p in payments.payments] == [100]
+
+
+def test_order_filtered_lists_page_within_their_own_order(shop: Commerce):
+    first, second = shop.paid_order(), shop.paid_order()
+    for order in (first, second):
+        shop.refund(order.id, 100)
+        shop.refund(order.id, 200)
+
+    def refunds_page(order_id: str, token: str = "") -> refunds_pb.ListRefundsResponse:
+        request = refunds_pb.ListRefundsRequest(order_id=order_id, page_size=1, page_token=token)
+        return shop.refunds.ListRefunds(request, metadata=shop.auth)
+
+    newest = refunds_page(first.id)
+    oldest = refunds_page(first.id, newest.next_page_token)
+    assert [r.amount for r in (*newest.refunds, *oldest.refunds)] == [200, 100]
+    assert {r.order_id for r in (*newest.refunds, *oldest.refunds)} == {first.id}
+    everything = shop.refunds.ListRefunds(refunds_pb.ListRefundsRequest(), metadata=shop.auth)
+    assert {r.order_id for r in everything.refunds} == {first.id, second.id}
+    sessions = shop.sessions.ListCheckoutSessions(
+        checkout_pb.ListCheckoutSessionsRequest(order_id=second.id), metadata=shop.auth
+    )
+    assert [s.order_id for s in sessions.checkout_sessions] == [second.id]
+
+    # A token belongs to one list and one order: not another order's, nor payments'.
+    for call in (
+        lambda: refunds_page(second.id, newest.next_page_token),
+        lambda: shop.refunds.ListPayments(
+            refunds_pb.ListPaymentsRequest(order_id=first.id, page_token=newest.next_page_token),
+            metadata=shop.auth,
+        ),
+    ):
+        assert grpc_error(refused(call)).reason == "INVALID_PAGE_TOKEN"
 
 
 def test_the_expiry_sweep_expires_sessions_past_their_time(shop: Commerce, db):

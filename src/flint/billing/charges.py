@@ -23,14 +23,13 @@ from flint.accounts.models import MerchantRecord, PartnerRecord
 from flint.apps.models import AppRecord
 from flint.billing import presenter
 from flint.billing.models import AppChargeRecord, UsageRecordRecord
-from flint.commerce.context import Tenant, scoped
+from flint.commerce.context import Tenant, list_scoped, scoped
 from flint.commerce.presenter import snapshot
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.events import record_event
 from flint.common.ids import new_id
 from flint.common.money import check_amount, check_currency, normalize_currency
-from flint.common.pagination import fetch_page, parse_page
 from flint.common.validation import check_text, check_url
 from flint.installs.models import GrantRecord, InstallRecord
 
@@ -286,18 +285,15 @@ def list_charges(
 ) -> tuple[list[AppChargeRecord], str]:
     if status and status not in STATUSES:
         raise invalid_argument("status", "UNKNOWN_ENUM_VALUE", "is not an app charge status")
-    query = scoped(AppChargeRecord, tenant)
-    if app_id:
-        query = query.where(AppChargeRecord.app_id == app_id)
-    if status:
-        query = query.where(AppChargeRecord.status == status)
-    page = parse_page(
+    return list_scoped(
         session,
-        page_size,
-        page_token,
-        context=f"app_charges:{tenant.merchant_id}:{tenant.environment}:{app_id}:{status}",
+        AppChargeRecord,
+        tenant,
+        list_name="app_charges",
+        page_size=page_size,
+        page_token=page_token,
+        filters=[(AppChargeRecord.app_id, app_id), (AppChargeRecord.status, status)],
     )
-    return fetch_page(session, query, AppChargeRecord.id, page)
 
 
 def _cancel(uow: UnitOfWork, charge: AppChargeRecord) -> AppChargeRecord:

@@ -25,11 +25,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from flint.billing import charges, presenter
 from flint.billing.cards import get_card
 from flint.billing.models import AppChargeRecord, AppInvoiceRecord, UsageRecordRecord
 from flint.billing.vault import CardVault
+from flint.commerce.context import Tenant, list_scoped
 from flint.commerce.presenter import snapshot
 from flint.common.db import Database, UnitOfWork
 from flint.common.events import record_event
@@ -305,6 +307,21 @@ def _freeze_lines(uow: UnitOfWork, invoice: AppInvoiceRecord) -> None:
         .with_for_update()
     ):
         charges.freeze(uow, charge)
+
+
+def list_invoices(
+    session: Session, tenant: Tenant, *, app_id: str, page_size: int, page_token: str
+) -> tuple[list[AppInvoiceRecord], str]:
+    """The tenant's app invoices, newest first; one app's when `app_id` is given."""
+    return list_scoped(
+        session,
+        AppInvoiceRecord,
+        tenant,
+        list_name="app_invoices",
+        page_size=page_size,
+        page_token=page_token,
+        filters=[(AppInvoiceRecord.app_id, app_id)],
+    )
 
 
 def describe(invoice: AppInvoiceRecord) -> str:

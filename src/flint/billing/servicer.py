@@ -2,44 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
-from flint.billing import cards, charges, presenter, reports
+from flint.billing import cards, charges, cycles, presenter, reports
 from flint.billing.charges import AppCaller, ChargeInput, Confirmation
-from flint.billing.models import AppInvoiceRecord
 from flint.billing.v1 import billing_service_pb2 as pb
 from flint.billing.v1 import billing_service_pb2_grpc as pb_grpc
 from flint.billing.vault import CardVault
-from flint.commerce.context import Tenant, scoped, tenant_of
-from flint.commerce.presenter import ENVIRONMENTS
+from flint.commerce.context import Tenant, tenant_of
+from flint.commerce.presenter import ENVIRONMENTS, enum_name
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.db import Database
 from flint.common.errors import Code, FlintError, invalid_argument
-from flint.common.pagination import fetch_page, parse_page
 from flint.server import idempotency
 from flint.server.convert import timestamp
 from flint.server.interceptors import current_principal
 
-KIND_NAMES = {v: k for k, v in presenter.KINDS.items()}
-STATUS_NAMES = {v: k for k, v in presenter.STATUSES.items()}
-INTERVAL_NAMES = {v: k for k, v in presenter.INTERVALS.items()}
-REPLACEMENT_NAMES = {v: k for k, v in presenter.REPLACEMENTS.items()}
-ENVIRONMENT_NAMES = {accounts_pb.ENVIRONMENT_TEST: "test", accounts_pb.ENVIRONMENT_LIVE: "live"}
 CONFIRMATION_STATES = {
     "open": pb.CONFIRMATION_STATE_OPEN,
     "decided": pb.CONFIRMATION_STATE_DECIDED,
     "expired": pb.CONFIRMATION_STATE_EXPIRED,
 }
-
-
-def _enum(names: Mapping[Any, str], value: int, fld: str) -> str:
-    if value == 0:
-        return ""
-    if value not in names:
-        raise invalid_argument(fld, "UNKNOWN_ENUM_VALUE", f"{value} is not a known value")
-    return names[value]
 
 
 def _caller(principal: Principal) -> AppCaller:
@@ -52,7 +35,7 @@ def _app_id(principal: Principal) -> str:
 
 
 def _tenant_for_list(principal: Principal, environment: int) -> Tenant:
-    wanted = _enum(ENVIRONMENT_NAMES, environment, "environment")
+    wanted = enum_name(ENVIRONMENTS, environment, "environment")
     if principal.kind is PrincipalKind.MERCHANT_SESSION:
         if not wanted:
             raise invalid_argument("environment", "FIELD_REQUIRED", "is required with a session")
@@ -85,16 +68,18 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
     def CreateAppCharge(self, request: pb.CreateAppChargeRequest, context: Any) -> pb.AppCharge:
         given = request.app_charge
         values = ChargeInput(
-            kind=_enum(KIND_NAMES, given.kind, "app_charge.kind"),
+            kind=enum_name(presenter.KINDS, given.kind, "app_charge.kind"),
             name=given.name,
             currency=given.currency,
             return_url=given.return_url,
             amount=given.amount,
-            interval=_enum(INTERVAL_NAMES, given.interval, "app_charge.interval"),
+            interval=enum_name(presenter.INTERVALS, given.interval, "app_charge.interval"),
             trial_days=given.trial_days,
             capped_amount=given.capped_amount,
-            replacement=_enum(
-                REPLACEMENT_NAMES, given.replacement_behavior, "app_charge.replacement_behavior"
+            replacement=enum_name(
+                presenter.REPLACEMENTS,
+                given.replacement_behavior,
+                "app_charge.replacement_behavior",
             ),
         )
         with self._db.unit_of_work() as uow:
@@ -121,7 +106,7 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
                 session,
                 tenant,
                 app_id=_app_id(principal),
-                status=_enum(STATUS_NAMES, request.status, "status"),
+                status=enum_name(presenter.STATUSES, request.status, "status"),
                 page_size=request.page_size,
                 page_token=request.page_token,
             )
@@ -172,25 +157,20 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         self, request: pb.ListAppInvoicesRequest, context: Any
     ) -> pb.ListAppInvoicesResponse:
         principal = current_principal()
-        tenant = tenant_of(principal)
-        app_id = _app_id(principal)
         with self._db.read() as session:
-            query = scoped(AppInvoiceRecord, tenant)
-            if app_id:
-                query = query.where(AppInvoiceRecord.app_id == app_id)
-            page = parse_page(
+            found, token = cycles.list_invoices(
                 session,
-                request.page_size,
-                request.page_token,
-                context=f"app_invoices:{tenant.merchant_id}:{tenant.environment}:{app_id}",
+                tenant_of(principal),
+                app_id=_app_id(principal),
+                page_size=request.page_size,
+                page_token=request.page_token,
             )
-            found, token = fetch_page(session, query, AppInvoiceRecord.id, page)
         return pb.ListAppInvoicesResponse(
             app_invoices=[presenter.invoice_pb(i) for i in found], next_page_token=token
         )
 
     def GetAppRevenue(self, request: pb.GetAppRevenueRequest, context: Any) -> pb.AppRevenue:
-        environment = _enum(ENVIRONMENT_NAMES, request.environment, "environment") or "live"
+        environment = enum_name(ENVIRONMENTS, request.environment, "environment") or "live"
         with self._db.read() as session:
             revenue = reports.app_revenue(
                 session, current_principal().id, request.app_id, environment

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from flint.commerce import orders, presenter, timeline
-from flint.commerce.context import SYSTEM, Actor, Tenant, load_scoped, scoped
+from flint.commerce import attempts, orders, presenter, timeline
+from flint.commerce.context import SYSTEM, Actor, Tenant, list_order_parts, load_scoped, scoped
 from flint.commerce.events import emit
 from flint.commerce.lines import LineInput, check_money_inputs
 from flint.commerce.models import CheckoutSessionRecord, OrderRecord
@@ -17,7 +17,6 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations
 from flint.common.ids import new_id
 from flint.common.money import display
-from flint.common.pagination import fetch_page, parse_page
 from flint.common.validation import check_email, check_url
 
 DEFAULT_LIFETIME = timedelta(hours=24)
@@ -147,12 +146,15 @@ def get_session(
 def list_sessions(
     session: Session, tenant: Tenant, *, page_size: int, page_token: str, order_id: str
 ) -> tuple[list[CheckoutSessionRecord], str]:
-    query = scoped(CheckoutSessionRecord, tenant)
-    if order_id:
-        query = query.where(CheckoutSessionRecord.order_id == order_id)
-    context = f"sessions:{tenant.merchant_id}:{tenant.environment}:{order_id}"
-    page = parse_page(session, page_size, page_token, context=context)
-    return fetch_page(session, query, CheckoutSessionRecord.id, page)
+    return list_order_parts(
+        session,
+        CheckoutSessionRecord,
+        tenant,
+        list_name="sessions",
+        page_size=page_size,
+        page_token=page_token,
+        order_id=order_id,
+    )
 
 
 def open_sessions_of(
@@ -197,10 +199,7 @@ def expire_session(
             f"The session is {record.status}",
             metadata={"status": record.status},
         )
-    if record.attempt_until is not None and record.attempt_until > uow.now:
-        raise FlintError(
-            Code.ABORTED, "PAYMENT_IN_PROGRESS", "A payment of this session is in progress"
-        )
+    attempts.refuse_if_held(record, uow.now, "session")
     mark_expired(uow, tenant, record, actor)
     return record, orders.load_order(uow.session, tenant, record.order_id)
 
@@ -219,7 +218,7 @@ def expire_due_sessions(uow: UnitOfWork, limit: int = 500) -> int:
         )
     )
     for record in due:
-        if record.attempt_until is not None and record.attempt_until > uow.now:
+        if attempts.held(record, uow.now):
             continue
         mark_expired(uow, Tenant(record.merchant_id, record.environment), record, SYSTEM)
     return len(due)

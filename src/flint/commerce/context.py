@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from flint.apps.models import AppRecord
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.errors import Code, FlintError, not_found
+from flint.common.pagination import fetch_page, parse_page
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,9 @@ def tenant_of(principal: Principal) -> Tenant:
     return Tenant(principal.merchant, principal.environment)
 
 
-def actor_of(session: Session, principal: Principal) -> Actor:
+def actor_of(principal: Principal) -> Actor:
     if principal.kind is PrincipalKind.APP:
-        name = session.scalar(select(AppRecord.name).where(AppRecord.id == principal.app_id))
-        return Actor("app", principal.app_id, name or "")
+        return Actor("app", principal.app_id, principal.app_name)
     return Actor("merchant", principal.merchant, "")
 
 
@@ -59,7 +59,14 @@ class TenantRow(Protocol):
     environment: Any
 
 
+class OrderPartRow(TenantRow, Protocol):
+    """A row that belongs to one order (a session, payment, refund, ...)."""
+
+    order_id: Any
+
+
 R = TypeVar("R", bound=TenantRow)
+P = TypeVar("P", bound=OrderPartRow)
 
 
 def scoped(model: type[R], tenant: Tenant) -> Select[R]:
@@ -86,3 +93,49 @@ def load_scoped(
     if row is None:
         raise not_found(resource, object_id)
     return row
+
+
+def list_scoped(
+    session: Session,
+    model: type[R],
+    tenant: Tenant,
+    *,
+    list_name: str,
+    page_size: int,
+    page_token: str,
+    filters: Sequence[tuple[InstrumentedAttribute[str], str]] = (),
+) -> tuple[list[R], str]:
+    """One page of the tenant's `model` rows, newest first. Each (column, value)
+    filter keeps rows whose column equals the value; an empty value filters
+    nothing. The page token is bound to the list, the tenant and every filter."""
+    query = scoped(model, tenant)
+    for column, value in filters:
+        if value:
+            query = query.where(column == value)
+    context = ":".join([list_name, tenant.merchant_id, tenant.environment])
+    context += "".join(f":{value}" for _, value in filters)
+    page = parse_page(session, page_size, page_token, context=context)
+    return fetch_page(session, query, model.id, page)
+
+
+def list_order_parts(
+    session: Session,
+    model: type[P],
+    tenant: Tenant,
+    *,
+    list_name: str,
+    page_size: int,
+    page_token: str,
+    order_id: str,
+) -> tuple[list[P], str]:
+    """`list_scoped` for the rows of orders (sessions, payments, refunds): all of
+    them, or one order's when `order_id` is given."""
+    return list_scoped(
+        session,
+        model,
+        tenant,
+        list_name=list_name,
+        page_size=page_size,
+        page_token=page_token,
+        filters=[(model.order_id, order_id)],
+    )

@@ -10,8 +10,8 @@ from datetime import date
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from flint.commerce import orders, presenter, timeline
-from flint.commerce.context import BUYER, Actor, Tenant, load_scoped, scoped
+from flint.commerce import attempts, orders, presenter, timeline
+from flint.commerce.context import BUYER, Actor, Tenant, list_scoped, load_scoped
 from flint.commerce.events import emit
 from flint.commerce.lines import LineInput, check_money_inputs, stored_lines, total_of
 from flint.commerce.models import InvoiceCounterRecord, InvoiceRecord, PaymentRecord
@@ -19,7 +19,6 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument
 from flint.common.ids import new_id
 from flint.common.money import display, normalize_currency
-from flint.common.pagination import fetch_page, parse_page
 from flint.common.validation import check_email, check_metadata
 
 MAX_LINE_ITEMS = 100
@@ -138,18 +137,15 @@ def list_invoices(
 ) -> tuple[list[InvoiceRecord], str]:
     if status and status not in STATUSES:
         raise invalid_argument("status", "UNKNOWN_ENUM_VALUE", "is not an invoice status")
-    query = scoped(InvoiceRecord, tenant)
-    if status:
-        query = query.where(InvoiceRecord.status == status)
-    if order_id:
-        query = query.where(InvoiceRecord.order_id == order_id)
-    page = parse_page(
+    return list_scoped(
         session,
-        page_size,
-        page_token,
-        context=f"invoices:{tenant.merchant_id}:{tenant.environment}:{status}:{order_id}",
+        InvoiceRecord,
+        tenant,
+        list_name="invoices",
+        page_size=page_size,
+        page_token=page_token,
+        filters=[(InvoiceRecord.status, status), (InvoiceRecord.order_id, order_id)],
     )
-    return fetch_page(session, query, InvoiceRecord.id, page)
 
 
 def _require(invoice: InvoiceRecord, status: str, reason: str, action: str) -> None:
@@ -279,10 +275,7 @@ def _close(
 ) -> InvoiceRecord:
     invoice = load_invoice(uow.session, tenant, invoice_id, lock=True)
     _require(invoice, "open", "INVOICE_NOT_OPEN", event.replace("_", " "))
-    if invoice.attempt_until is not None and invoice.attempt_until > uow.now:
-        raise FlintError(
-            Code.ABORTED, "PAYMENT_IN_PROGRESS", "A payment of this invoice is in progress"
-        )
+    attempts.refuse_if_held(invoice, uow.now, "invoice")
     invoice.status = status
     invoice.version += 1
     invoice.updated_at = uow.now

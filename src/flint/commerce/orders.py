@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import ColumnElement, bindparam, exists, select
 from sqlalchemy.orm import Session
 
-from flint.commerce import presenter, timeline
+from flint.commerce import attempts, presenter, timeline
 from flint.commerce.context import Actor, Tenant, load_scoped, scoped
 from flint.commerce.events import emit
 from flint.commerce.lines import LineInput, check_money_inputs, stored_lines, total_of
@@ -22,7 +23,7 @@ from flint.commerce.models import (
     RefundRecord,
 )
 from flint.common.db import UnitOfWork
-from flint.common.errors import Code, FlintError, Violations, invalid_argument
+from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.ids import new_id
 from flint.common.money import display, normalize_currency
 from flint.common.pagination import fetch_page, parse_page
@@ -147,16 +148,52 @@ def _related(session: Session, tenant: Tenant, model: Any, order_id: str) -> lis
     return list(session.scalars(query))
 
 
+# OrderRecordView's lists and the tables they come from.
+_PARTS: dict[str, Any] = {
+    "notes": OrderNoteRecord,
+    "sessions": CheckoutSessionRecord,
+    "payments": PaymentRecord,
+    "invoices": InvoiceRecord,
+    "refunds": RefundRecord,
+}
+
+
+def _of_tenant_order(model: Any, id_column: Any) -> list[ColumnElement[bool]]:
+    return [
+        model.merchant_id == bindparam("merchant_id"),
+        model.environment == bindparam("environment"),
+        id_column == bindparam("order_id"),
+    ]
+
+
+# The order and, for each kind of part, whether it has any: one round trip.
+# Built once, as composing a statement costs more CPU than running it; the
+# tenant is a parameter of every table it reads, as in `scoped`.
+_ORDER_WITH_PARTS = select(
+    OrderRecord,
+    *(exists().where(*_of_tenant_order(model, model.order_id)) for model in _PARTS.values()),
+).where(*_of_tenant_order(OrderRecord, OrderRecord.id))
+
+
 def get_order(session: Session, tenant: Tenant, order_id: str) -> OrderRecordView:
-    order = load_order(session, tenant, order_id)
-    return OrderRecordView(
-        order=order,
-        notes=_related(session, tenant, OrderNoteRecord, order_id),
-        sessions=_related(session, tenant, CheckoutSessionRecord, order_id),
-        payments=_related(session, tenant, PaymentRecord, order_id),
-        invoices=_related(session, tenant, InvoiceRecord, order_id),
-        refunds=_related(session, tenant, RefundRecord, order_id),
-    )
+    row = session.execute(
+        _ORDER_WITH_PARTS,
+        {
+            "merchant_id": tenant.merchant_id,
+            "environment": tenant.environment,
+            "order_id": order_id,
+        },
+    ).one_or_none()
+    if row is None:
+        raise not_found("order", order_id)
+    order, *present = row
+    # Only the kinds of parts the order has are loaded (a new order has none,
+    # most orders one or two).
+    parts = {
+        name: _related(session, tenant, model, order_id) if has else []
+        for (name, model), has in zip(_PARTS.items(), present, strict=True)
+    }
+    return OrderRecordView(order=order, **parts)
 
 
 @dataclass(frozen=True)
@@ -245,10 +282,8 @@ def cancel_order(uow: UnitOfWork, tenant: Tenant, actor: Actor, order_id: str) -
     from flint.commerce import checkout  # noqa: PLC0415 - checkout imports orders
 
     open_sessions = checkout.open_sessions_of(uow.session, tenant, order.id)
-    if any(s.attempt_until is not None and s.attempt_until > uow.now for s in open_sessions):
-        raise FlintError(
-            Code.ABORTED, "PAYMENT_IN_PROGRESS", "A payment of this order is in progress"
-        )
+    if any(attempts.held(s, uow.now) for s in open_sessions):
+        raise attempts.in_progress("order")
     for session in open_sessions:
         checkout.mark_expired(uow, tenant, session, actor)
     order.status = "canceled"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from flint.commerce import checkout, presenter
-from flint.commerce.context import BUYER, Tenant, load_scoped, scoped
+from flint.commerce.context import BUYER, Tenant, list_scoped, load_scoped
 from flint.commerce.events import emit
 from flint.commerce.lines import LineInput, check_money_inputs, stored_lines
 from flint.commerce.models import CheckoutSessionRecord, PaymentLinkRecord
@@ -15,7 +15,6 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.ids import new_id
 from flint.common.money import normalize_currency
-from flint.common.pagination import fetch_page, parse_page
 from flint.common.validation import check_metadata, check_url
 
 MAX_LINE_ITEMS = 20
@@ -77,11 +76,14 @@ def load_link(
 def list_links(
     session: Session, tenant: Tenant, *, page_size: int, page_token: str
 ) -> tuple[list[PaymentLinkRecord], str]:
-    query = scoped(PaymentLinkRecord, tenant)
-    page = parse_page(
-        session, page_size, page_token, context=f"links:{tenant.merchant_id}:{tenant.environment}"
+    return list_scoped(
+        session,
+        PaymentLinkRecord,
+        tenant,
+        list_name="links",
+        page_size=page_size,
+        page_token=page_token,
     )
-    return fetch_page(session, query, PaymentLinkRecord.id, page)
 
 
 def update_link(

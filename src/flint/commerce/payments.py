@@ -1,22 +1,24 @@
 """Buyers paying: hosted checkout sessions and invoices.
 
-A payment is three steps: claim the session (or invoice) in a short
-transaction, so concurrent submissions cannot both charge; charge the card with
-no transaction open (a real acquirer is a network call); record the outcome in a
-second transaction. A decline leaves the session open for another try."""
+Both are one workflow (`_collect`) in three steps: claim the session (or
+invoice) in a short transaction, so concurrent submissions cannot both charge;
+charge the card with no transaction open (a real acquirer is a network call);
+settle the outcome in a second transaction. A decline leaves the session (or
+invoice) open for another try."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from flint.accounts.models import MerchantRecord
-from flint.commerce import checkout, orders, presenter, timeline
+from flint.commerce import attempts, checkout, orders, presenter, timeline
 from flint.commerce.cards import parse_card
 from flint.commerce.context import BUYER, Tenant
 from flint.commerce.events import emit
@@ -31,8 +33,6 @@ from flint.common.db import Database, UnitOfWork
 from flint.common.errors import Code, FlintError, not_found
 from flint.common.ids import new_id
 from flint.common.money import display
-
-ATTEMPT_LEASE = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,131 @@ class PayPage:
 
 def _merchant_name(session: Session, merchant_id: str) -> str:
     return session.scalar(select(MerchantRecord.name).where(MerchantRecord.id == merchant_id)) or ""
+
+
+# --- the payment workflow -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    """What a claim lets the charge take: whose money, and how much."""
+
+    id: str  # of the session or invoice
+    tenant: Tenant
+    amount: int
+    currency: str
+
+
+def _collect(
+    db: Database,
+    processor: Processor,
+    object_id: str,
+    card_input: CardInput,
+    claim: Callable[[UnitOfWork, str, str], _Claimed],
+    settle: Callable[[UnitOfWork, _Claimed, Card, ChargeResult], PayOutcome],
+) -> PayOutcome:
+    """Claim (committed), charge with no transaction open, settle (committed).
+    `claim` gets the object's id and the attempt id to hold; `settle` releases it."""
+    card = parse_card(
+        card_input.number, card_input.exp_month, card_input.exp_year, card_input.cvc, db.clock()
+    )
+    with db.unit_of_work() as uow:
+        claimed = claim(uow, object_id, new_id("att"))
+        uow.commit()
+    result = processor.charge(
+        amount=claimed.amount,
+        currency=claimed.currency,
+        card=card,
+        test_mode=claimed.tenant.environment == "test",
+    )
+    with db.unit_of_work() as uow:
+        outcome = settle(uow, claimed, card, result)
+        uow.commit()
+    return outcome
+
+
+def _record_payment(
+    uow: UnitOfWork,
+    claimed: _Claimed,
+    card: Card,
+    result: ChargeResult,
+    *,
+    order: OrderRecord | None,
+    session_id: str = "",
+    invoice_id: str = "",
+) -> PaymentRecord:
+    """Stores the charge as charged; a decline also goes on the order's timeline."""
+    tenant = claimed.tenant
+    payment = PaymentRecord(
+        id=new_id("py"),
+        merchant_id=tenant.merchant_id,
+        environment=tenant.environment,
+        order_id=order.id if order is not None else "",
+        checkout_session_id=session_id,
+        invoice_id=invoice_id,
+        amount=claimed.amount,
+        currency=claimed.currency,
+        status="succeeded" if result.succeeded else "failed",
+        decline_code=result.decline_code,
+        failure_message=result.message,
+        card_brand=card.brand,
+        card_last4=card.last4,
+        processor_reference=result.reference,
+        amount_refunded=0,
+        created_at=uow.now,
+    )
+    uow.session.add(payment)
+    if order is not None and not result.succeeded:
+        timeline.add_entry(
+            uow,
+            tenant,
+            order.id,
+            "payment_failed",
+            BUYER,
+            f"Payment of {display(payment.amount, payment.currency)} failed: {result.decline_code}",
+            object_id=payment.id,
+            details={"decline_code": result.decline_code, "amount": str(payment.amount)},
+        )
+    emit(
+        uow,
+        tenant,
+        f"payment.{payment.status}",
+        object_type="payment",
+        object_id=payment.id,
+        version=1,
+        message=presenter.payment_pb(payment),
+    )
+    return payment
+
+
+def _mark_order_paid(
+    uow: UnitOfWork, tenant: Tenant, order: OrderRecord, payment: PaymentRecord
+) -> None:
+    order.status = "paid"
+    order.amount_paid = payment.amount
+    orders.touch(order, uow.now)
+    timeline.add_entry(
+        uow,
+        tenant,
+        order.id,
+        "paid",
+        BUYER,
+        f"Paid {display(payment.amount, payment.currency)} by {payment.card_brand} "
+        f"•••• {payment.card_last4}",
+        object_id=payment.id,
+        details={"amount": str(payment.amount), "card_brand": payment.card_brand},
+    )
+    orders.emit_order(uow, tenant, order, "order.paid")
+
+
+def _outcome(payment: PaymentRecord, result: ChargeResult, redirect_url: str = "") -> PayOutcome:
+    return PayOutcome(
+        succeeded=result.succeeded,
+        payment_id=payment.id,
+        decline_code=result.decline_code,
+        message=result.message,
+        redirect_url=redirect_url,
+    )
 
 
 # --- checkout sessions -------------------------------------------------------------------
@@ -111,147 +236,45 @@ def checkout_page(session: Session, session_id: str, now: datetime) -> PayPage:
 def pay_checkout_session(
     db: Database, processor: Processor, session_id: str, card_input: CardInput
 ) -> PayOutcome:
-    now = db.clock()
-    card = parse_card(
-        card_input.number, card_input.exp_month, card_input.exp_year, card_input.cvc, now
-    )
-    attempt = new_id("att")
-    with db.unit_of_work() as uow:
-        record = _session_by_id(uow.session, session_id)
-        tenant = Tenant(record.merchant_id, record.environment)
-        claimed = uow.session.execute(
-            update(CheckoutSessionRecord)
-            .where(
-                CheckoutSessionRecord.id == session_id,
-                CheckoutSessionRecord.status == "open",
-                CheckoutSessionRecord.expires_at > uow.now,
-                or_(
-                    CheckoutSessionRecord.attempt_until.is_(None),
-                    CheckoutSessionRecord.attempt_until <= uow.now,
-                ),
-            )
-            .values(attempt_id=attempt, attempt_until=uow.now + ATTEMPT_LEASE)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            uow.session.refresh(record)
-            checkout.check_payable(record, uow.now)
-            raise FlintError(
-                Code.ABORTED, "PAYMENT_IN_PROGRESS", "A payment of this session is in progress"
-            )
-        order = orders.load_order(uow.session, tenant, record.order_id)
-        if order.status != "open":
-            raise FlintError(
-                Code.FAILED_PRECONDITION, "ORDER_NOT_PAYABLE", f"The order is {order.status}"
-            )
-        amount, currency = order.total, order.currency
-        uow.commit()
-    result = processor.charge(
-        amount=amount, currency=currency, card=card, test_mode=tenant.environment == "test"
-    )
-    with db.unit_of_work() as uow:
-        record = checkout.load_session(uow.session, tenant, session_id, lock=True)
-        order = orders.load_order(uow.session, tenant, record.order_id, lock=True)
-        payment = _record_payment(uow, tenant, order, card, result, session_id=record.id)
-        record.attempt_id, record.attempt_until = "", None
-        if result.succeeded:
-            record.status = "complete"
-            record.payment_id = payment.id
-            record.version += 1
-            record.updated_at = uow.now
-            _mark_order_paid(uow, tenant, order, payment)
-            checkout.emit_session(uow, tenant, record, "checkout.session.completed")
-        uow.commit()
-    return PayOutcome(
-        succeeded=result.succeeded,
-        payment_id=payment.id,
-        decline_code=result.decline_code,
-        message=result.message,
-        redirect_url=record.success_url if result.succeeded else "",
-    )
+    return _collect(db, processor, session_id, card_input, _claim_session, _settle_session)
 
 
-def _record_payment(
-    uow: UnitOfWork,
-    tenant: Tenant,
-    order: OrderRecord,
-    card: Card,
-    result: ChargeResult,
-    *,
-    session_id: str = "",
-    invoice_id: str = "",
-    amount: int | None = None,
-) -> PaymentRecord:
-    payment = PaymentRecord(
-        id=new_id("py"),
-        merchant_id=tenant.merchant_id,
-        environment=tenant.environment,
-        order_id=order.id,
-        checkout_session_id=session_id,
-        invoice_id=invoice_id,
-        amount=order.total if amount is None else amount,
-        currency=order.currency,
-        status="succeeded" if result.succeeded else "failed",
-        decline_code=result.decline_code,
-        failure_message=result.message,
-        card_brand=card.brand,
-        card_last4=card.last4,
-        processor_reference=result.reference,
-        amount_refunded=0,
-        created_at=uow.now,
-    )
-    uow.session.add(payment)
-    shown = display(payment.amount, payment.currency)
-    if result.succeeded:
-        emit(
-            uow,
-            tenant,
-            "payment.succeeded",
-            object_type="payment",
-            object_id=payment.id,
-            version=1,
-            message=presenter.payment_pb(payment),
-        )
-    else:
-        timeline.add_entry(
-            uow,
-            tenant,
-            order.id,
-            "payment_failed",
-            BUYER,
-            f"Payment of {shown} failed: {result.decline_code}",
-            object_id=payment.id,
-            details={"decline_code": result.decline_code, "amount": str(payment.amount)},
-        )
-        emit(
-            uow,
-            tenant,
-            "payment.failed",
-            object_type="payment",
-            object_id=payment.id,
-            version=1,
-            message=presenter.payment_pb(payment),
-        )
-    return payment
-
-
-def _mark_order_paid(
-    uow: UnitOfWork, tenant: Tenant, order: OrderRecord, payment: PaymentRecord
-) -> None:
-    order.status = "paid"
-    order.amount_paid = payment.amount
-    orders.touch(order, uow.now)
-    timeline.add_entry(
+def _claim_session(uow: UnitOfWork, session_id: str, attempt: str) -> _Claimed:
+    record = _session_by_id(uow.session, session_id)
+    attempts.take(
         uow,
-        tenant,
-        order.id,
-        "paid",
-        BUYER,
-        f"Paid {display(payment.amount, payment.currency)} by {payment.card_brand} "
-        f"•••• {payment.card_last4}",
-        object_id=payment.id,
-        details={"amount": str(payment.amount), "card_brand": payment.card_brand},
+        record,
+        attempt,
+        noun="session",
+        check_payable=lambda: checkout.check_payable(record, uow.now),
+        also=[CheckoutSessionRecord.expires_at > uow.now],
     )
-    orders.emit_order(uow, tenant, order, "order.paid")
+    tenant = Tenant(record.merchant_id, record.environment)
+    order = orders.load_order(uow.session, tenant, record.order_id)
+    if order.status != "open":
+        raise FlintError(
+            Code.FAILED_PRECONDITION, "ORDER_NOT_PAYABLE", f"The order is {order.status}"
+        )
+    return _Claimed(record.id, tenant, order.total, order.currency)
+
+
+def _settle_session(
+    uow: UnitOfWork, claimed: _Claimed, card: Card, result: ChargeResult
+) -> PayOutcome:
+    tenant = claimed.tenant
+    record = checkout.load_session(uow.session, tenant, claimed.id, lock=True)
+    order = orders.load_order(uow.session, tenant, record.order_id, lock=True)
+    attempts.release(record)
+    payment = _record_payment(uow, claimed, card, result, order=order, session_id=record.id)
+    if not result.succeeded:
+        return _outcome(payment, result)
+    record.status = "complete"
+    record.payment_id = payment.id
+    record.version += 1
+    record.updated_at = uow.now
+    _mark_order_paid(uow, tenant, order, payment)
+    checkout.emit_session(uow, tenant, record, "checkout.session.completed")
+    return _outcome(payment, result, redirect_url=record.success_url)
 
 
 # --- invoices ---------------------------------------------------------------------------------
@@ -281,111 +304,53 @@ def invoice_page(session: Session, invoice_id: str) -> PayPage:
     )
 
 
+InvoicePaid = Callable[[UnitOfWork, Tenant, InvoiceRecord, PaymentRecord], None]
+
+
 def pay_invoice(
     db: Database,
     processor: Processor,
     invoice_id: str,
     card_input: CardInput,
-    on_paid: Callable[[UnitOfWork, Tenant, InvoiceRecord, PaymentRecord], None],
+    on_paid: InvoicePaid,
 ) -> PayOutcome:
-    """`on_paid` finishes the invoice's side in the recording transaction."""
-    now = db.clock()
-    card = parse_card(
-        card_input.number, card_input.exp_month, card_input.exp_year, card_input.cvc, now
-    )
-    attempt = new_id("att")
-    with db.unit_of_work() as uow:
-        invoice = _invoice_by_id(uow.session, invoice_id)
-        tenant = Tenant(invoice.merchant_id, invoice.environment)
-        claimed = uow.session.execute(
-            update(InvoiceRecord)
-            .where(
-                InvoiceRecord.id == invoice_id,
-                InvoiceRecord.status == "open",
-                or_(
-                    InvoiceRecord.attempt_until.is_(None),
-                    InvoiceRecord.attempt_until <= uow.now,
-                ),
-            )
-            .values(attempt_id=attempt, attempt_until=uow.now + ATTEMPT_LEASE)
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            uow.session.refresh(invoice)
-            if invoice.status != "open":
-                raise FlintError(
-                    Code.FAILED_PRECONDITION,
-                    "INVOICE_NOT_OPEN",
-                    f"The invoice is {invoice.status}",
-                    metadata={"status": invoice.status},
-                )
-            raise FlintError(
-                Code.ABORTED, "PAYMENT_IN_PROGRESS", "A payment of this invoice is in progress"
-            )
-        amount, currency = invoice.total, invoice.currency
-        uow.commit()
-    result = processor.charge(
-        amount=amount, currency=currency, card=card, test_mode=tenant.environment == "test"
-    )
-    with db.unit_of_work() as uow:
-        invoice = _invoice_by_id(uow.session, invoice_id, lock=True)
-        order = (
-            orders.load_order(uow.session, tenant, invoice.order_id, lock=True)
-            if invoice.order_id
-            else None
-        )
-        invoice.attempt_id, invoice.attempt_until = "", None
-        payment = _record_invoice_payment(uow, tenant, invoice, order, card, result)
-        if result.succeeded:
-            on_paid(uow, tenant, invoice, payment)
-            if order is not None and order.status == "open":
-                _mark_order_paid(uow, tenant, order, payment)
-        uow.commit()
-    return PayOutcome(
-        succeeded=result.succeeded,
-        payment_id=payment.id,
-        decline_code=result.decline_code,
-        message=result.message,
-    )
+    """`on_paid` finishes the invoice's side in the settling transaction."""
+    settle = partial(_settle_invoice, on_paid=on_paid)
+    return _collect(db, processor, invoice_id, card_input, _claim_invoice, settle)
 
 
-def _record_invoice_payment(
-    uow: UnitOfWork,
-    tenant: Tenant,
-    invoice: InvoiceRecord,
-    order: OrderRecord | None,
-    card: Card,
-    result: ChargeResult,
-) -> PaymentRecord:
-    if order is not None:
-        return _record_payment(
-            uow, tenant, order, card, result, invoice_id=invoice.id, amount=invoice.total
+def _claim_invoice(uow: UnitOfWork, invoice_id: str, attempt: str) -> _Claimed:
+    invoice = _invoice_by_id(uow.session, invoice_id)
+    attempts.take(uow, invoice, attempt, noun="invoice", check_payable=lambda: _check_open(invoice))
+    tenant = Tenant(invoice.merchant_id, invoice.environment)
+    return _Claimed(invoice.id, tenant, invoice.total, invoice.currency)
+
+
+def _check_open(invoice: InvoiceRecord) -> None:
+    if invoice.status != "open":
+        raise FlintError(
+            Code.FAILED_PRECONDITION,
+            "INVOICE_NOT_OPEN",
+            f"The invoice is {invoice.status}",
+            metadata={"status": invoice.status},
         )
-    payment = PaymentRecord(
-        id=new_id("py"),
-        merchant_id=tenant.merchant_id,
-        environment=tenant.environment,
-        order_id="",
-        checkout_session_id="",
-        invoice_id=invoice.id,
-        amount=invoice.total,
-        currency=invoice.currency,
-        status="succeeded" if result.succeeded else "failed",
-        decline_code=result.decline_code,
-        failure_message=result.message,
-        card_brand=card.brand,
-        card_last4=card.last4,
-        processor_reference=result.reference,
-        amount_refunded=0,
-        created_at=uow.now,
+
+
+def _settle_invoice(
+    uow: UnitOfWork, claimed: _Claimed, card: Card, result: ChargeResult, *, on_paid: InvoicePaid
+) -> PayOutcome:
+    tenant = claimed.tenant
+    invoice = _invoice_by_id(uow.session, claimed.id, lock=True)
+    # An invoice need not belong to an order.
+    order = (
+        orders.load_order(uow.session, tenant, invoice.order_id, lock=True)
+        if invoice.order_id
+        else None
     )
-    uow.session.add(payment)
-    emit(
-        uow,
-        tenant,
-        f"payment.{payment.status}",
-        object_type="payment",
-        object_id=payment.id,
-        version=1,
-        message=presenter.payment_pb(payment),
-    )
-    return payment
+    attempts.release(invoice)
+    payment = _record_payment(uow, claimed, card, result, order=order, invoice_id=invoice.id)
+    if result.succeeded:
+        on_paid(uow, tenant, invoice, payment)
+        if order is not None and order.status == "open":
+            _mark_order_paid(uow, tenant, order, payment)
+    return _outcome(payment, result)

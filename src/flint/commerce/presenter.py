@@ -3,6 +3,7 @@ snapshots events carry (the same JSON the REST API returns)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -21,6 +22,7 @@ from flint.commerce.models import (
 )
 from flint.commerce.v1 import resources_pb2 as pb
 from flint.common.config import Settings
+from flint.common.errors import invalid_argument
 from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
 
 ENVIRONMENTS = ENVIRONMENT_ENUMS
@@ -68,6 +70,17 @@ ACTOR_KINDS: dict[str, pb.ActorKind.ValueType] = {
     "buyer": pb.ACTOR_KIND_BUYER,
     "system": pb.ACTOR_KIND_SYSTEM,
 }
+
+
+def enum_name(enums: Mapping[str, int], value: int, fld: str) -> str:
+    """The inverse of a map above, for a request's enum field: the domain name of
+    `value`, "" for the unspecified 0, and INVALID_ARGUMENT for an unknown value."""
+    if value == 0:
+        return ""
+    for name, number in enums.items():
+        if number == value:
+            return name
+    raise invalid_argument(fld, "UNKNOWN_ENUM_VALUE", f"{value} is not a known value")
 
 
 @cache

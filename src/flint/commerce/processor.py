@@ -54,7 +54,13 @@ class Processor(Protocol):
         self, *, amount: int, currency: str, card: Card, test_mode: bool
     ) -> ChargeResult: ...
 
-    def refund(self, *, reference: str, amount: int, currency: str) -> RefundResult: ...
+    def refund(
+        self, *, reference: str, amount: int, currency: str, idempotency_key: str
+    ) -> RefundResult:
+        """Refunds a charge. The same `idempotency_key` (Flint's refund id) asked
+        again answers the first outcome and never refunds twice, as acquirers'
+        idempotency keys do: a refund whose settling was lost is asked again."""
+        ...
 
 
 DECLINE_MESSAGES = {
@@ -88,7 +94,10 @@ class TestProcessor:
         marker = "rf" if card.number == REFUND_FAILS_CARD else "ch"
         return ChargeResult(True, reference=f"test_{marker}_{secrets.token_hex(8)}")
 
-    def refund(self, *, reference: str, amount: int, currency: str) -> RefundResult:
+    def refund(
+        self, *, reference: str, amount: int, currency: str, idempotency_key: str
+    ) -> RefundResult:
+        # Moves no money and answers from the reference alone: idempotent as it stands.
         if reference.startswith("test_rf_"):
             return RefundResult(False, "The card issuer refused the refund")
         return RefundResult(True)

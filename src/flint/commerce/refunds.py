@@ -7,13 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TypeVar
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from flint.commerce import orders, presenter, timeline
-from flint.commerce.context import Actor, Tenant, load_scoped, scoped
+from flint.commerce.context import (
+    SYSTEM,
+    Actor,
+    Tenant,
+    list_order_parts,
+    load_scoped,
+    scoped,
+)
 from flint.commerce.events import emit
 from flint.commerce.models import OrderRecord, PaymentRecord, RefundRecord
 from flint.commerce.processor import Processor, RefundResult
@@ -21,11 +29,13 @@ from flint.common.db import Database, UnitOfWork
 from flint.common.errors import Code, FlintError, Violations
 from flint.common.ids import new_id
 from flint.common.money import MAX_AMOUNT, display
-from flint.common.pagination import fetch_page, parse_page
 from flint.common.validation import check_metadata
 
 T = TypeVar("T")
 REASONS = ("", "duplicate", "fraudulent", "requested_by_customer")
+# A refund pending this long after it was reserved lost the process settling it:
+# far longer than a processor call may take.
+STALE_PENDING_AFTER = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -75,11 +85,45 @@ def create_refund(
         refund, payment = _reserve(uow, tenant, actor, request)
         uow.commit()
     result = processor.refund(
-        reference=payment.processor_reference, amount=refund.amount, currency=refund.currency
+        reference=payment.processor_reference,
+        amount=refund.amount,
+        currency=refund.currency,
+        idempotency_key=refund.id,
     )
     with db.unit_of_work() as uow:
-        settled = _settle(uow, tenant, actor, refund.id, result)
+        settled, _ = _settle(uow, tenant, actor, refund.id, result)
         return finish(uow, settled)
+
+
+def recover_stale_refunds(db: Database, processor: Processor, *, limit: int = 100) -> int:
+    """Settles refunds left pending by a process that died between reserving and
+    settling (they would stay pending, their amount reserved, forever). The
+    processor is asked again under the refund's id, so a refund it already made
+    is reported, not made twice; settling twice is refused under the order's lock.
+    Returns how many were settled."""
+    with db.read() as session:
+        cutoff = db.clock() - STALE_PENDING_AFTER
+        stale = session.execute(
+            select(RefundRecord, PaymentRecord.processor_reference)
+            .join(PaymentRecord, PaymentRecord.id == RefundRecord.payment_id)
+            .where(RefundRecord.status == "pending", RefundRecord.updated_at <= cutoff)
+            .order_by(RefundRecord.updated_at)
+            .limit(limit)
+        ).all()
+    settled = 0
+    for refund, reference in stale:
+        result = processor.refund(
+            reference=reference,
+            amount=refund.amount,
+            currency=refund.currency,
+            idempotency_key=refund.id,
+        )
+        with db.unit_of_work() as uow:
+            tenant = Tenant(refund.merchant_id, refund.environment)
+            _, changed = _settle(uow, tenant, SYSTEM, refund.id, result)
+            uow.commit()
+        settled += changed
+    return settled
 
 
 def _reserve(
@@ -156,9 +200,15 @@ def _reserve(
 
 def _settle(
     uow: UnitOfWork, tenant: Tenant, actor: Actor, refund_id: str, result: RefundResult
-) -> RefundRecord:
+) -> tuple[RefundRecord, bool]:
+    """Records the processor's answer; False if the refund was already settled."""
     refund = load_refund(uow.session, tenant, refund_id)
     order = orders.load_order(uow.session, tenant, refund.order_id, lock=True)
+    # Under the order's lock: the request and the recovery sweep (or two sweeps)
+    # may both get here; the first settles, the others find it done.
+    uow.session.refresh(refund)
+    if refund.status != "pending":
+        return refund, False
     shown = display(refund.amount, refund.currency)
     refund.version += 1
     refund.updated_at = uow.now
@@ -203,7 +253,7 @@ def _settle(
             details={"amount": str(refund.amount)},
         )
         _emit_refund(uow, tenant, refund, "refund.failed")
-    return refund
+    return refund, True
 
 
 def load_refund(session: Session, tenant: Tenant, refund_id: str) -> RefundRecord:
@@ -213,16 +263,15 @@ def load_refund(session: Session, tenant: Tenant, refund_id: str) -> RefundRecor
 def list_refunds(
     session: Session, tenant: Tenant, *, page_size: int, page_token: str, order_id: str
 ) -> tuple[list[RefundRecord], str]:
-    query = scoped(RefundRecord, tenant)
-    if order_id:
-        query = query.where(RefundRecord.order_id == order_id)
-    page = parse_page(
+    return list_order_parts(
         session,
-        page_size,
-        page_token,
-        context=f"refunds:{tenant.merchant_id}:{tenant.environment}:{order_id}",
+        RefundRecord,
+        tenant,
+        list_name="refunds",
+        page_size=page_size,
+        page_token=page_token,
+        order_id=order_id,
     )
-    return fetch_page(session, query, RefundRecord.id, page)
 
 
 def load_payment(session: Session, tenant: Tenant, payment_id: str) -> PaymentRecord:
@@ -232,13 +281,12 @@ def load_payment(session: Session, tenant: Tenant, payment_id: str) -> PaymentRe
 def list_payments(
     session: Session, tenant: Tenant, *, page_size: int, page_token: str, order_id: str
 ) -> tuple[list[PaymentRecord], str]:
-    query = scoped(PaymentRecord, tenant)
-    if order_id:
-        query = query.where(PaymentRecord.order_id == order_id)
-    page = parse_page(
+    return list_order_parts(
         session,
-        page_size,
-        page_token,
-        context=f"payments:{tenant.merchant_id}:{tenant.environment}:{order_id}",
+        PaymentRecord,
+        tenant,
+        list_name="payments",
+        page_size=page_size,
+        page_token=page_token,
+        order_id=order_id,
     )
-    return fetch_page(session, query, PaymentRecord.id, page)

@@ -18,6 +18,7 @@ from flint.commerce import (
 )
 from flint.commerce.context import Actor, Tenant, actor_of, tenant_of
 from flint.commerce.lines import LineInput
+from flint.commerce.presenter import enum_name
 from flint.commerce.processor import Processor
 from flint.commerce.v1 import checkout_service_pb2 as checkout_pb
 from flint.commerce.v1 import checkout_service_pb2_grpc as checkout_grpc
@@ -33,13 +34,8 @@ from flint.commerce.v1 import refunds_service_pb2 as refunds_pb
 from flint.commerce.v1 import refunds_service_pb2_grpc as refunds_grpc
 from flint.commerce.v1 import resources_pb2 as pb
 from flint.common.db import Database
-from flint.common.errors import invalid_argument
 from flint.server import idempotency
 from flint.server.interceptors import current_principal
-
-ORDER_STATUS_NAMES: dict[int, str] = {v: k for k, v in presenter.ORDER_STATUSES.items()}
-INVOICE_STATUS_NAMES: dict[int, str] = {v: k for k, v in presenter.INVOICE_STATUSES.items()}
-REFUND_REASON_NAMES: dict[int, str] = {v: k for k, v in presenter.REFUND_REASONS.items()}
 
 
 def lines_of(items: Any) -> list[LineInput]:
@@ -50,21 +46,13 @@ def time_or_none(stamp: Timestamp, present: bool) -> datetime | None:
     return stamp.ToDatetime(tzinfo=UTC) if present else None
 
 
-def enum_name(names: dict[int, str], value: int, fld: str) -> str:
-    if value == 0:
-        return ""
-    if value not in names:
-        raise invalid_argument(fld, "UNKNOWN_ENUM_VALUE", f"{value} is not a known value")
-    return names[value]
-
-
 class _Commerce:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _who(self, session: Any) -> tuple[Tenant, Actor]:
+    def _who(self) -> tuple[Tenant, Actor]:
         principal = current_principal()
-        return tenant_of(principal), actor_of(session, principal)
+        return tenant_of(principal), actor_of(principal)
 
     @staticmethod
     def _tenant() -> Tenant:
@@ -74,7 +62,7 @@ class _Commerce:
 class OrdersServicer(_Commerce, orders_grpc.OrdersServiceServicer):
     def CreateOrder(self, request: orders_pb.CreateOrderRequest, context: Any) -> pb.Order:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             order = orders.create_order(
                 uow,
                 tenant,
@@ -103,7 +91,7 @@ class OrdersServicer(_Commerce, orders_grpc.OrdersServiceServicer):
     ) -> orders_pb.ListOrdersResponse:
         where = orders.OrderFilter(
             customer_email=request.customer_email,
-            status=enum_name(ORDER_STATUS_NAMES, request.status, "status"),
+            status=enum_name(presenter.ORDER_STATUSES, request.status, "status"),
             created_after=time_or_none(request.created_after, request.HasField("created_after")),
             created_before=time_or_none(request.created_before, request.HasField("created_before")),
         )
@@ -121,7 +109,7 @@ class OrdersServicer(_Commerce, orders_grpc.OrdersServiceServicer):
 
     def UpdateOrder(self, request: orders_pb.UpdateOrderRequest, context: Any) -> pb.Order:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             order = orders.update_order(
                 uow,
                 tenant,
@@ -135,19 +123,19 @@ class OrdersServicer(_Commerce, orders_grpc.OrdersServiceServicer):
 
     def CancelOrder(self, request: orders_pb.CancelOrderRequest, context: Any) -> pb.Order:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             order = orders.cancel_order(uow, tenant, actor, request.id)
             return idempotency.commit(uow, presenter.order_pb(order))
 
     def FulfillOrder(self, request: orders_pb.FulfillOrderRequest, context: Any) -> pb.Order:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             order = orders.fulfill_order(uow, tenant, actor, request.id)
             return idempotency.commit(uow, presenter.order_pb(order))
 
     def AddOrderNote(self, request: orders_pb.AddOrderNoteRequest, context: Any) -> pb.Order:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             view = orders.add_note(uow, tenant, actor, request.id, request.text)
             return idempotency.commit(uow, presenter.order_pb(view.order, notes=view.notes))
 
@@ -167,7 +155,7 @@ class CheckoutSessionsServicer(_Commerce, checkout_grpc.CheckoutSessionsServiceS
     ) -> pb.CheckoutSession:
         given = request.checkout_session
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             session, order = checkout.create_session(
                 uow,
                 tenant,
@@ -208,7 +196,7 @@ class CheckoutSessionsServicer(_Commerce, checkout_grpc.CheckoutSessionsServiceS
         self, request: checkout_pb.ExpireCheckoutSessionRequest, context: Any
     ) -> pb.CheckoutSession:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             record, order = checkout.expire_session(uow, tenant, actor, request.id)
             return idempotency.commit(uow, presenter.session_pb(record, order))
 
@@ -296,7 +284,7 @@ class InvoicesServicer(_Commerce, invoices_grpc.InvoicesServiceServicer):
                 self._tenant(),
                 page_size=request.page_size,
                 page_token=request.page_token,
-                status=enum_name(INVOICE_STATUS_NAMES, request.status, "status"),
+                status=enum_name(presenter.INVOICE_STATUSES, request.status, "status"),
                 order_id=request.order_id,
             )
         return invoices_pb.ListInvoicesResponse(
@@ -318,13 +306,13 @@ class InvoicesServicer(_Commerce, invoices_grpc.InvoicesServiceServicer):
         self, request: invoices_pb.FinalizeInvoiceRequest, context: Any
     ) -> pb.Invoice:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             invoice = invoices.finalize_invoice(uow, tenant, actor, request.id)
             return idempotency.commit(uow, presenter.invoice_pb(invoice))
 
     def VoidInvoice(self, request: invoices_pb.VoidInvoiceRequest, context: Any) -> pb.Invoice:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             invoice = invoices.void_invoice(uow, tenant, actor, request.id)
             return idempotency.commit(uow, presenter.invoice_pb(invoice))
 
@@ -332,7 +320,7 @@ class InvoicesServicer(_Commerce, invoices_grpc.InvoicesServiceServicer):
         self, request: invoices_pb.MarkUncollectibleInvoiceRequest, context: Any
     ) -> pb.Invoice:
         with self._db.unit_of_work() as uow:
-            tenant, actor = self._who(uow.session)
+            tenant, actor = self._who()
             invoice = invoices.mark_uncollectible(uow, tenant, actor, request.id)
             return idempotency.commit(uow, presenter.invoice_pb(invoice))
 
@@ -345,8 +333,7 @@ class RefundsServicer(_Commerce, refunds_grpc.RefundsServiceServicer):
     def CreateRefund(self, request: refunds_pb.CreateRefundRequest, context: Any) -> pb.Refund:
         given = request.refund
         principal = current_principal()
-        with self._db.read() as session:
-            actor = actor_of(session, principal)
+        actor = actor_of(principal)
         return refunds.create_refund(
             self._db,
             self._processor,
@@ -355,7 +342,7 @@ class RefundsServicer(_Commerce, refunds_grpc.RefundsServiceServicer):
             refunds.RefundRequest(
                 order_id=given.order_id,
                 amount=given.amount,
-                reason=enum_name(REFUND_REASON_NAMES, given.reason, "refund.reason"),
+                reason=enum_name(presenter.REFUND_REASONS, given.reason, "refund.reason"),
                 metadata=dict(given.metadata),
             ),
             finish=lambda uow, refund: idempotency.commit(uow, presenter.refund_pb(refund)),

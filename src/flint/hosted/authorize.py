@@ -12,7 +12,6 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.hosted.core import CoreError
 from flint.hosted.oauth_errors import error_description
 from flint.hosted.pages import core_failure_page, csrf_ok, csrf_refused, error_page, render
@@ -20,6 +19,7 @@ from flint.hosted.security import csp_origin
 from flint.hosted.signin import signin_url
 from flint.hosted.state import hosted, log_fields, request_id
 from flint.installs.v1 import installs_service_pb2 as installs_pb
+from flint.server.convert import ENVIRONMENT_NAMES
 
 AUTHORIZE_PATH = "/oauth/authorize"
 PARAMETER_NAMES = (
@@ -34,7 +34,6 @@ PARAMETER_NAMES = (
 )
 # Which client and where to send it: if either is ambiguous nothing may be redirected.
 CLIENT_PARAMETERS = frozenset({"client_id", "redirect_uri"})
-ENVIRONMENT_NAMES = {accounts_pb.ENVIRONMENT_TEST: "test", accounts_pb.ENVIRONMENT_LIVE: "live"}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import grpc
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -29,6 +30,7 @@ from flint.hosted.pages import (
     render,
 )
 from flint.hosted.security import csp_origin, web_url
+from flint.hosted.sessions import MerchantSession
 from flint.hosted.signin import signin_url
 from flint.hosted.state import hosted, log_fields, request_id
 from flint.server.convert import ENVIRONMENT_ENUMS
@@ -234,20 +236,29 @@ async def overview(request: Request) -> Response:
     )
 
 
-async def cancel(request: Request) -> Response:
-    charge_id = _charge_id(request)
-    if charge_id is None:
-        return _not_found(request)
+async def _overview_post(request: Request) -> tuple[FormData, str, MerchantSession] | Response:
+    """A form posted from the overview, CSRF-checked and from a signed-in
+    merchant, with the overview to return to; or the response refusing it."""
     form = await request.form()
     if not csrf_ok(request, form):
         return csrf_refused(request)
     environment = form_text(form, "environment")
     back = _overview_url(environment if environment in ENVIRONMENTS else "test")
-    state = hosted(request)
-    session = state.sessions.current(request)
+    session = hosted(request).sessions.current(request)
     if session is None:
         return _to_signin(request, back, 303)
-    core = state.core
+    return form, back, session
+
+
+async def cancel(request: Request) -> Response:
+    charge_id = _charge_id(request)
+    if charge_id is None:
+        return _not_found(request)
+    posted = await _overview_post(request)
+    if isinstance(posted, Response):
+        return posted
+    _, back, session = posted
+    core = hosted(request).core
     try:
         await core.call(
             core.billing.CancelAppCharge,
@@ -262,20 +273,14 @@ async def cancel(request: Request) -> Response:
 
 
 async def set_card(request: Request) -> Response:
-    form = await request.form()
-    if not csrf_ok(request, form):
-        return csrf_refused(request)
-    environment = form_text(form, "environment")
-    back = _overview_url(environment if environment in ENVIRONMENTS else "test")
-    state = hosted(request)
-    session = state.sessions.current(request)
-    if session is None:
-        return _to_signin(request, back, 303)
-    entered = read_card(form)
-    if entered.card is None:
+    posted = await _overview_post(request)
+    if isinstance(posted, Response):
+        return posted
+    form, back, session = posted
+    card = read_card(form).card
+    if card is None:
         return RedirectResponse(f"{back}&card_error=1", status_code=303)
-    core = state.core
-    card = entered.card
+    core = hosted(request).core
     try:
         await core.call(
             core.billing.SetBillingCard,

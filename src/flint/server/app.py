@@ -22,7 +22,7 @@ from flint.billing import cycles
 from flint.billing.servicer import BillingServicer
 from flint.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
 from flint.billing.vault import TestVault
-from flint.commerce import checkout
+from flint.commerce import checkout, refunds
 from flint.commerce.processor import Processor, TestProcessor
 from flint.commerce.servicer import (
     CheckoutSessionsServicer,
@@ -100,6 +100,7 @@ class RunningServer:
     executor: ThreadPoolExecutor
     sequencer: Sequencer
     hub_task: asyncio.Task[None]
+    processor: Processor
 
     async def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace`."""
@@ -172,32 +173,36 @@ async def start_server(
     hub_task = asyncio.create_task(hub.run())
     sequencer = Sequencer(db, consumers=[fan_out], on_sequenced=hub.notify_threadsafe)
     sequencer.start()
-    return RunningServer(server, bound, health_servicer, executor, sequencer, hub_task)
+    return RunningServer(server, bound, health_servicer, executor, sequencer, hub_task, processor)
 
 
 SWEEP_INTERVAL_SECONDS = 15.0
 
 
-def _sweep(db: Database) -> dict[str, int]:
+def _sweep(db: Database, processor: Processor) -> dict[str, int]:
     with db.unit_of_work() as uow:
         expired = checkout.expire_due_sessions(uow)
         uow.commit()
     # App billing: expiries, period ends and payment retries due now.
-    billed = cycles.run_cycles(db, TestVault(TestProcessor())).as_dict()
+    billed = cycles.run_cycles(db, TestVault(processor)).as_dict()
     return {
         "checkout_sessions_expired": expired,
         "idempotency_keys_purged": purge_expired(db),
+        # Refunds whose process died between reserving and settling.
+        "refunds_recovered": refunds.recover_stale_refunds(db, processor),
         **billed,
     }
 
 
-async def _maintenance(db: Database, executor: ThreadPoolExecutor) -> None:
-    """Expires checkout sessions past their time and forgets idempotency keys past
-    24 h. Every replica sweeps; the sweep skips rows another one holds."""
+async def _maintenance(db: Database, executor: ThreadPoolExecutor, processor: Processor) -> None:
+    """Expires checkout sessions past their time, settles refunds a crashed process
+    left pending, and forgets idempotency keys past 24 h. Every replica sweeps; the
+    sweep skips rows another one holds (a refund is settled once, under its order's
+    lock)."""
     loop = asyncio.get_running_loop()
     while True:
         try:
-            done = await loop.run_in_executor(executor, _sweep, db)
+            done = await loop.run_in_executor(executor, _sweep, db, processor)
             if any(done.values()):
                 log_event(logger, "maintenance", **done)
         except OperationalError as error:
@@ -214,7 +219,7 @@ async def serve(db: Database, *, host: str, port: int, grace: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    sweeper = asyncio.create_task(_maintenance(db, running.executor))
+    sweeper = asyncio.create_task(_maintenance(db, running.executor, running.processor))
     await stopping.wait()
     sweeper.cancel()
     log_event(logger, "grpc_stopping", grace_seconds=grace)
