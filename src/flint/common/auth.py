@@ -40,6 +40,7 @@ class Principal:
     # For app tokens: the merchant and app of the install, and the OAuth client.
     merchant_id: str = ""
     app_id: str = ""
+    app_name: str = ""
     client_id: str = ""
 
     @property
@@ -130,7 +131,14 @@ def _authenticate_merchant_session(session: Session, token: str, now: datetime) 
 
 def _authenticate_app_token(session: Session, token: str, now: datetime, issuer: str) -> Principal:
     try:
-        claims = signing.decode_access_token(session, token, now=now, issuer=issuer)
+        claims = tokens.verified_claims(
+            token,
+            database=session.get_bind().engine.url,
+            issuer=issuer,
+            now=now,
+            leeway_seconds=signing.LEEWAY_SECONDS,
+            verify=lambda: signing.decode_access_token(session, token, now=now, issuer=issuer),
+        )
     except signing.InvalidTokenError as error:
         reason = "CREDENTIAL_EXPIRED" if str(error) == "token expired" else "CREDENTIAL_INVALID"
         raise _unauthenticated(reason, f"The access token is not valid: {error}") from None
@@ -150,6 +158,7 @@ def _authenticate_app_token(session: Session, token: str, now: datetime, issuer:
         credential_id=str(claims["fid"]),
         merchant_id=state.merchant_id,
         app_id=state.app_id,
+        app_name=state.app_name,
         client_id=state.client_id,
     )
 

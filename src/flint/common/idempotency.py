@@ -41,10 +41,12 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.fernet import Fernet
-from sqlalchemy import ColumnElement, Index, String, Text, and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, Index, String, Text, and_, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flint.common.auth import Principal, PrincipalKind
@@ -188,16 +190,15 @@ def claim(db: Database, ref: KeyRef, method: str, request: bytes) -> Claim | Rep
             digest = request_hash(session, method, request)
             new = Claim(ref, uuid.uuid4().hex, method, digest)
             held = _claim_fields(new, now)
-            try:
-                with session.begin_nested():
-                    session.execute(
-                        insert(IdempotencyKeyRecord).values(
-                            scope=ref.scope, environment=ref.environment, key=ref.key, **held
-                        )
-                    )
-            except IntegrityError:
-                pass
-            else:
+            # ON CONFLICT DO NOTHING rather than catching the duplicate in a
+            # savepoint: two round trips fewer on PostgreSQL.
+            inserted = session.scalar(
+                _insert_if_absent(db)
+                .values(scope=ref.scope, environment=ref.environment, key=ref.key, **held)
+                .on_conflict_do_nothing()
+                .returning(IdempotencyKeyRecord.claim_id)
+            )
+            if inserted is not None:
                 uow.commit()
                 return new
             # The key exists: decide under the row lock (PostgreSQL) or the
@@ -217,6 +218,10 @@ def claim(db: Database, ref: KeyRef, method: str, request: bytes) -> Claim | Rep
                 raise in_use()
             return Replay(_fernet(session).decrypt(row.response.encode()))
     raise in_use()
+
+
+def _insert_if_absent(db: Database) -> Any:
+    return sqlite_insert(IdempotencyKeyRecord) if db.is_sqlite else pg_insert(IdempotencyKeyRecord)
 
 
 def _claim_fields(new: Claim, now: datetime) -> dict[str, object]:
