@@ -44,6 +44,8 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     plan: list[Behaviour] = field(default_factory=list)
     default: Behaviour = (200, b"ok", {})
+    # Seconds each request is held before it is answered (a receiver with work to do).
+    delay: float = 0.0
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,6 +85,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                         time.monotonic(),
                     )
                 )
+            time.sleep(receiver.delay)
             behaviour = receiver.next_behaviour()
             if behaviour == "hang":
                 receiver.release.wait(60)
@@ -140,9 +143,11 @@ def fast_settings(**overrides: Any) -> DeliverySettings:
 
 
 @contextmanager
-def running_worker(db: Database, settings: DeliverySettings | None = None) -> Iterator[Worker]:
+def running_worker(
+    db: Database, settings: DeliverySettings | None = None, *, poll_seconds: float = 0.05
+) -> Iterator[Worker]:
     """A worker on a thread, polling fast, stopped (and drained) on exit."""
-    worker = Worker(db, settings or fast_settings(), concurrency=4, poll_seconds=0.05)
+    worker = Worker(db, settings or fast_settings(), concurrency=4, poll_seconds=poll_seconds)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     thread.start()

@@ -242,3 +242,14 @@ def test_body_is_the_event_json_of_the_events_api(hooks: Hooks, db: Database):
     body = json.loads(request.body)
     assert set(body) >= {"id", "type", "created", "environment", "cursor", "data"}
     assert body["object_version"] == "1" or body["object_version"] == 1
+
+
+def test_an_idle_worker_is_woken_by_a_new_event_not_by_its_poll(hooks: Hooks, db: Database):
+    """The sequencer's NOTIFY (PostgreSQL) or the commit in the write-ahead log
+    (SQLite) wakes the worker: a delivery goes out long before the next poll."""
+    with receiver() as rx, running_worker(db, poll_seconds=60):
+        hooks.create_endpoint(rx.url)
+        hooks.merchant.create_order()
+        rx.wait_for(1, timeout=10)  # the worker is up, has sent it, and idles
+        hooks.merchant.create_order()
+        rx.wait_for(2, timeout=5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ import grpc
 from flint.common.auth import PrincipalKind
 from flint.common.credentials import ApiKeyRecord
 from flint.common.db import Database
+from flint.common.events import EventRecord
 from flint.events import catalog, presenter, service
 from flint.events.hub import Hub
 from flint.events.presenter import Reader
@@ -29,6 +31,7 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
     def __init__(self, db: Database, hub: Hub) -> None:
         self._db = db
         self._hub = hub
+        self._messages = _StreamMessages()
 
     def ListEvents(self, request: pb.ListEventsRequest, context: Any) -> pb.ListEventsResponse:
         reader = Reader.of(current_principal())
@@ -103,9 +106,29 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
                 )
                 continue
             event = item
-            yield pb.StreamEventsResponse(event=presenter.event_pb(key, event, reader))
+            yield self._messages.get(key, event, reader)
             if event.type == "install.uninstalled" and event.object_id == reader.install_id:
                 return  # nothing more for this install
+
+
+class _StreamMessages:
+    """Each live event's stream message, built once per reader: every open
+    stream of one install (or merchant environment) sends the same message, so
+    a thousand of them cost one conversion, not a thousand. Recent events only
+    (the hub hands them out in cursor order, all streams at about once)."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self._size = size
+        self._built: OrderedDict[tuple[bytes, str, Reader], pb.StreamEventsResponse] = OrderedDict()
+
+    def get(self, key: bytes, event: EventRecord, reader: Reader) -> pb.StreamEventsResponse:
+        found = self._built.get((key, event.id, reader))
+        if found is None:
+            found = pb.StreamEventsResponse(event=presenter.event_pb(key, event, reader))
+            self._built[(key, event.id, reader)] = found
+            if len(self._built) > self._size:
+                self._built.popitem(last=False)
+        return found
 
 
 async def _start(db: Database, reader: Reader, after: str) -> tuple[bytes, int | None]:

@@ -2,11 +2,14 @@
 while a transaction is open.
 
 1. `claim` takes due deliveries in one short transaction and leases them to
-   this worker (`lease_until`), writing an in-progress attempt for each. On
-   PostgreSQL concurrent workers skip each other's rows (FOR UPDATE SKIP
-   LOCKED); on SQLite the claim is serialised (writers BEGIN IMMEDIATE).
-2. `send` POSTs the stored body, signed, to the checked address of the endpoint.
-3. `record` stores the attempt's result and decides what comes next.
+   this worker (`lease_until`), writing an in-progress attempt for each — a
+   batch at a time, in a few statements. On PostgreSQL concurrent workers skip
+   each other's rows (FOR UPDATE SKIP LOCKED); on SQLite the claim is
+   serialised (writers BEGIN IMMEDIATE).
+2. `Sender.send` POSTs the stored body, signed, to the checked address of the
+   endpoint, over keep-alive connections.
+3. `record_many` stores a batch of attempts' results in one transaction and
+   decides what comes next for each delivery (`record`: one, for test events).
 
 A worker that dies between 1 and 3 loses nothing: once its lease expires the
 delivery is due again, its attempt is marked lost, and another worker sends it
@@ -15,17 +18,21 @@ again with the same `webhook-id` (at least once, never silently dropped).
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import secrets
 import ssl
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from flint.common.auth import Principal
@@ -39,6 +46,7 @@ from flint.webhooks import presenter, retry, signing
 from flint.webhooks.addresses import (
     AddressRefused,
     Resolver,
+    Target,
     loopback_allowed_by_env,
     resolve_target,
     system_resolver,
@@ -54,11 +62,16 @@ from flint.webhooks.service import (
     EndpointView,
     active_secrets,
     disable_endpoint,
+    skip_pending,
     visible_endpoint,
 )
 
 USER_AGENT = "Flint-Webhooks/1"
 TEST_EVENT_TYPE = "webhook_endpoint.test"
+# Keep-alive clients kept open (one per TLS server name of the endpoints).
+MAX_CLIENTS = 64
+# How long a host name's addresses are reused; each attempt still checks them.
+DNS_CACHE_SECONDS = 5.0
 LOST_ATTEMPT = "the worker stopped before recording a result; retried after its lease expired"
 
 
@@ -121,61 +134,122 @@ class Result:
 # --- 1. claim -------------------------------------------------------------------
 
 
-def _start_attempt(
-    session: Session, delivery: WebhookDeliveryRecord, now: datetime, lease: timedelta
-) -> Job:
+@dataclass(frozen=True)
+class _Due:
+    """A due delivery this transaction holds the row lock of."""
+
+    id: str
+    endpoint_id: str
+    event_id: str
+    install_id: str
+    origin: str
+    attempt_count: int
+
+
+def _start_attempts(
+    session: Session, due: Sequence[_Due], now: datetime, lease: timedelta
+) -> list[Job]:
+    """Leases `due` and writes an in-progress attempt for each, in a few
+    statements for the whole batch. One lease token covers the batch: it is
+    this claim's, and a later claim by anyone writes another."""
+    if not due:
+        return []
+    ids = [d.id for d in due]
+    token = secrets.token_hex(16)
     # An attempt still in progress here belonged to a worker whose lease ran out.
     session.execute(
         update(WebhookAttemptRecord)
         .where(
-            WebhookAttemptRecord.delivery_id == delivery.id,
+            WebhookAttemptRecord.delivery_id.in_(ids),
             WebhookAttemptRecord.outcome == "in_progress",
         )
         .values(outcome="lost", finished_at=now, error=LOST_ATTEMPT)
+        .execution_options(synchronize_session=False)
     )
-    endpoint = session.get_one(WebhookEndpointRecord, delivery.endpoint_id)
-    payload = session.get_one(WebhookPayloadRecord, (delivery.event_id, delivery.install_id))
-    delivery.attempt_count += 1
-    delivery.lease_until = now + lease
-    delivery.lease_token = secrets.token_hex(16)
-    delivery.updated_at = now
-    session.add(
-        WebhookAttemptRecord(
-            delivery_id=delivery.id,
-            number=delivery.attempt_count,
-            endpoint_id=endpoint.id,
-            event_id=delivery.event_id,
-            url=endpoint.url,
-            started_at=now,
-            finished_at=None,
-            outcome="in_progress",
-            status_code=0,
-            latency_ms=0,
-            response_body="",
-            error="",
+    session.execute(
+        update(WebhookDeliveryRecord)
+        .where(WebhookDeliveryRecord.id.in_(ids))
+        .values(
+            attempt_count=WebhookDeliveryRecord.attempt_count + 1,
+            lease_until=now + lease,
+            lease_token=token,
+            updated_at=now,
         )
+        .execution_options(synchronize_session=False)
     )
-    return Job(
-        delivery_id=delivery.id,
-        number=delivery.attempt_count,
-        lease_token=delivery.lease_token,
-        endpoint_id=endpoint.id,
-        url=endpoint.url,
-        event_id=delivery.event_id,
-        origin=delivery.origin,
-        body=payload.body.encode(),
-        secrets=tuple(active_secrets(session, endpoint.id, now)),
+    urls: dict[str, str] = {
+        endpoint_id: url
+        for endpoint_id, url in session.execute(
+            select(WebhookEndpointRecord.id, WebhookEndpointRecord.url).where(
+                WebhookEndpointRecord.id.in_({d.endpoint_id for d in due})
+            )
+        )
+    }
+    bodies: dict[tuple[str, str], str] = {
+        (event_id, install_id): body
+        for event_id, install_id, body in session.execute(
+            select(
+                WebhookPayloadRecord.event_id,
+                WebhookPayloadRecord.install_id,
+                WebhookPayloadRecord.body,
+            ).where(WebhookPayloadRecord.event_id.in_({d.event_id for d in due}))
+        )
+    }
+    signing_secrets = {
+        endpoint_id: tuple(active_secrets(session, endpoint_id, now)) for endpoint_id in urls
+    }
+    session.execute(
+        insert(WebhookAttemptRecord),
+        [
+            {
+                "delivery_id": d.id,
+                "number": d.attempt_count + 1,
+                "endpoint_id": d.endpoint_id,
+                "event_id": d.event_id,
+                "url": urls[d.endpoint_id],
+                "started_at": now,
+                "finished_at": None,
+                "outcome": "in_progress",
+                "status_code": 0,
+                "latency_ms": 0,
+                "response_body": "",
+                "error": "",
+            }
+            for d in due
+        ],
     )
+    return [
+        Job(
+            delivery_id=d.id,
+            number=d.attempt_count + 1,
+            lease_token=token,
+            endpoint_id=d.endpoint_id,
+            url=urls[d.endpoint_id],
+            event_id=d.event_id,
+            origin=d.origin,
+            body=bodies[(d.event_id, d.install_id)].encode(),
+            secrets=signing_secrets[d.endpoint_id],
+        )
+        for d in due
+    ]
 
 
 def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
-    """Leases up to `limit` due deliveries to the caller."""
+    """Leases up to `limit` due deliveries to the caller, in one transaction."""
     now = settings.clock()
     with db.unit_of_work() as uow:
         session = uow.session
-        due = list(
-            session.scalars(
-                select(WebhookDeliveryRecord)
+        due = [
+            _Due(*row)
+            for row in session.execute(
+                select(
+                    WebhookDeliveryRecord.id,
+                    WebhookDeliveryRecord.endpoint_id,
+                    WebhookDeliveryRecord.event_id,
+                    WebhookDeliveryRecord.install_id,
+                    WebhookDeliveryRecord.origin,
+                    WebhookDeliveryRecord.attempt_count,
+                )
                 .join(
                     WebhookEndpointRecord,
                     WebhookEndpointRecord.id == WebhookDeliveryRecord.endpoint_id,
@@ -197,8 +271,10 @@ def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
                 .limit(limit)
                 .with_for_update(skip_locked=True, of=WebhookDeliveryRecord)
             )
-        )
-        jobs = [_start_attempt(session, delivery, now, settings.lease) for delivery in due]
+        ]
+        if not due:
+            return []
+        jobs = _start_attempts(session, due, now, settings.lease)
         uow.commit()
     return jobs
 
@@ -206,71 +282,152 @@ def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
 # --- 2. send --------------------------------------------------------------------
 
 
-def send(job: Job, settings: DeliverySettings) -> Result:
-    """One signed POST. Never raises: every failure becomes the attempt's error."""
-    started = settings.clock()
-    clock_start = time.monotonic()
+class Sender:
+    """The HTTP side of a worker, for many attempts at once: keep-alive clients
+    (one per TLS server name, so a connection verified for one host name never
+    carries another's request) and DNS answers kept for a few seconds. Every
+    attempt still checks the addresses it connects to."""
 
-    def done(**fields: Any) -> Result:
-        latency = int((time.monotonic() - clock_start) * 1000)
-        return Result(started, settings.clock(), latency_ms=latency, **fields)
-
-    try:
-        target = resolve_target(
-            job.url, allow_loopback=settings.allow_loopback, resolver=settings.resolver
+    def __init__(self, settings: DeliverySettings, *, connections: int = 16) -> None:
+        self._settings = settings
+        self._limits = httpx.Limits(
+            max_connections=connections, max_keepalive_connections=connections
         )
-    except AddressRefused as error:
-        return done(error=f"address refused: {error}"[:500])
-    headers = {
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-        "host": target.host_header,
-        **signing.headers(job.secrets, job.event_id, int(started.timestamp()), job.body),
-    }
-    timeout = httpx.Timeout(
-        connect=settings.connect_timeout,
-        read=settings.read_timeout,
-        write=settings.read_timeout,
-        pool=settings.connect_timeout,
-    )
-    extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else {}
-    try:
-        # No proxies from the environment: they would bypass the address check.
-        with (
-            httpx.Client(
-                timeout=timeout,
+        self._timeout = httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.read_timeout,
+            pool=settings.connect_timeout,
+        )
+        self._clients: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._busy: Counter[str] = Counter()
+        self._dns: dict[tuple[str, int], tuple[float, Sequence[str]]] = {}
+
+    async def __aenter__(self) -> Sender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+    def _client(self, tls_name: str) -> httpx.AsyncClient:
+        client = self._clients.pop(tls_name, None)
+        if client is None:
+            # No proxies from the environment: they would bypass the address check.
+            client = httpx.AsyncClient(
+                timeout=self._timeout,
+                limits=self._limits,
                 follow_redirects=False,
                 trust_env=False,
-                verify=settings.tls_verify,
-            ) as client,
-            client.stream(
-                "POST", target.url, content=job.body, headers=headers, extensions=extensions
-            ) as response,
-        ):
-            kept = bytearray()
-            for chunk in response.iter_bytes():
-                kept += chunk
-                if len(kept) >= settings.max_response_bytes:
-                    break
-                if time.monotonic() - clock_start > settings.total_timeout:
-                    break
-            status = response.status_code
-            problem = ""
-            if response.is_redirect:
-                location = response.headers.get("location", "")
-                problem = f"HTTP {status}: redirects are not followed (Location: {location})"
-            elif not 200 <= status < 300:
-                problem = f"HTTP {status}"
-            return done(
-                status_code=status,
-                response_body=bytes(kept[: settings.max_response_bytes]).decode("utf-8", "replace"),
-                error=problem[:500],
-                retry_after=retry.parse_retry_after(response.headers.get("retry-after")),
+                verify=self._settings.tls_verify,
             )
-    except httpx.TimeoutException as error:
-        return done(error=f"timed out: {type(error).__name__}")
-    except httpx.HTTPError as error:
-        return done(error=f"{type(error).__name__}: {error}"[:500])
+        self._clients[tls_name] = client  # most recently used last
+        idle = [name for name in self._clients if not self._busy[name]]
+        for name in idle[: max(0, len(self._clients) - MAX_CLIENTS)]:
+            asyncio.get_running_loop().create_task(self._clients.pop(name).aclose())
+        return client
+
+    def _resolve(self, host: str, port: int) -> Sequence[str]:
+        cached = self._dns.get((host, port))
+        if cached is not None and time.monotonic() - cached[0] < DNS_CACHE_SECONDS:
+            return cached[1]
+        addresses = self._settings.resolver(host, port)
+        self._dns[(host, port)] = (time.monotonic(), addresses)
+        return addresses
+
+    def _target(self, url: str) -> Target:
+        return resolve_target(
+            url, allow_loopback=self._settings.allow_loopback, resolver=self._resolve
+        )
+
+    async def target(self, url: str) -> Target:
+        """The checked address to connect to. Resolving a host name may block, so
+        a name not recently resolved is looked up off the event loop."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        cached = self._dns.get((host, port))
+        fresh = cached is not None and time.monotonic() - cached[0] < DNS_CACHE_SECONDS
+        if fresh or _is_address(host):
+            return self._target(url)
+        return await asyncio.to_thread(self._target, url)
+
+    async def send(self, job: Job) -> Result:
+        """One signed POST. Never raises: every failure becomes the attempt's error."""
+        settings = self._settings
+        started = settings.clock()
+        clock_start = time.monotonic()
+
+        def done(**fields: Any) -> Result:
+            latency = int((time.monotonic() - clock_start) * 1000)
+            return Result(started, settings.clock(), latency_ms=latency, **fields)
+
+        try:
+            target = await self.target(job.url)
+        except AddressRefused as error:
+            return done(error=f"address refused: {error}"[:500])
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "host": target.host_header,
+            **signing.headers(job.secrets, job.event_id, int(started.timestamp()), job.body),
+        }
+        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else {}
+        tls_name = target.sni_hostname or ""
+        self._busy[tls_name] += 1
+        try:
+            async with asyncio.timeout(settings.total_timeout):
+                client = self._client(tls_name)
+                async with client.stream(
+                    "POST", target.url, content=job.body, headers=headers, extensions=extensions
+                ) as response:
+                    kept = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        kept += chunk
+                        if len(kept) >= settings.max_response_bytes:
+                            break
+                    return done(**_outcome(response, bytes(kept), settings))
+        except (httpx.TimeoutException, TimeoutError) as error:
+            return done(error=f"timed out: {type(error).__name__}")
+        except httpx.HTTPError as error:
+            return done(error=f"{type(error).__name__}: {error}"[:500])
+        finally:
+            self._busy[tls_name] -= 1
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _outcome(response: httpx.Response, kept: bytes, settings: DeliverySettings) -> dict[str, Any]:
+    status = response.status_code
+    problem = ""
+    if response.is_redirect:
+        location = response.headers.get("location", "")
+        problem = f"HTTP {status}: redirects are not followed (Location: {location})"
+    elif not 200 <= status < 300:
+        problem = f"HTTP {status}"
+    return {
+        "status_code": status,
+        "response_body": kept[: settings.max_response_bytes].decode("utf-8", "replace"),
+        "error": problem[:500],
+        "retry_after": retry.parse_retry_after(response.headers.get("retry-after")),
+    }
+
+
+def send(job: Job, settings: DeliverySettings) -> Result:
+    """One attempt on its own (a test event from the API), outside any event loop."""
+
+    async def once() -> Result:
+        async with Sender(settings, connections=1) as sender:
+            return await sender.send(job)
+
+    return asyncio.run(once())
 
 
 # --- 3. record ------------------------------------------------------------------
@@ -279,8 +436,9 @@ def send(job: Job, settings: DeliverySettings) -> Result:
 def record(
     uow: UnitOfWork, job: Job, result: Result, settings: DeliverySettings
 ) -> tuple[WebhookDeliveryRecord, WebhookAttemptRecord]:
-    """Stores the attempt and schedules the delivery's next step. Locks the
-    endpoint before the delivery (the order every writer of both follows)."""
+    """Stores one attempt and schedules the delivery's next step (a test event
+    sent from the API). Locks the endpoint before the delivery (the order every
+    writer of both follows)."""
     session = uow.session
     now = settings.clock()
     endpoint = session.scalars(
@@ -294,49 +452,133 @@ def record(
         .with_for_update()
     ).one()
     attempt = session.get_one(WebhookAttemptRecord, (job.delivery_id, job.number))
-    attempt.finished_at = result.finished_at
-    attempt.outcome = "succeeded" if result.succeeded else "failed"
-    attempt.status_code = result.status_code
-    attempt.latency_ms = result.latency_ms
-    attempt.response_body = result.response_body
-    attempt.error = result.error
-    if delivery.lease_token != job.lease_token:
-        # The lease ran out and another worker took the delivery over: this
-        # attempt is history, the delivery is theirs.
-        return delivery, attempt
-    delivery.lease_until = None
-    delivery.lease_token = ""
-    delivery.last_status_code = result.status_code
-    delivery.last_error = result.error
-    delivery.updated_at = now
+    for name, value in _finished_attempt(job, result).items():
+        setattr(attempt, name, value)
+    if delivery.lease_token == job.lease_token:
+        for name, value in _next_step(endpoint, delivery.status, job, result, settings, now):
+            setattr(delivery, name, value)
+        if job.origin != "test":
+            _track_health(uow, endpoint, result, settings, now)
+    return delivery, attempt
+
+
+def record_many(
+    db: Database, done: Sequence[tuple[Job, Result]], settings: DeliverySettings
+) -> list[str]:
+    """Stores a batch of attempts in one transaction; returns each delivery's
+    status after it. Locks the endpoints, then the deliveries, each in id order
+    (so two workers recording at once wait for each other, never deadlock)."""
+    with db.unit_of_work() as uow:
+        session = uow.session
+        now = settings.clock()
+        endpoints = {
+            e.id: e
+            for e in session.scalars(
+                select(WebhookEndpointRecord)
+                .where(WebhookEndpointRecord.id.in_({job.endpoint_id for job, _ in done}))
+                .order_by(WebhookEndpointRecord.id)
+                .with_for_update()
+            )
+        }
+        enabled_before = {e.id for e in endpoints.values() if e.status == "enabled"}
+        held = {
+            delivery_id: (status, token)
+            for delivery_id, status, token in session.execute(
+                select(
+                    WebhookDeliveryRecord.id,
+                    WebhookDeliveryRecord.status,
+                    WebhookDeliveryRecord.lease_token,
+                )
+                .where(WebhookDeliveryRecord.id.in_({job.delivery_id for job, _ in done}))
+                .order_by(WebhookDeliveryRecord.id)
+                .with_for_update()
+            )
+        }
+        attempts: list[dict[str, Any]] = []
+        deliveries: list[dict[str, Any]] = []
+        statuses: list[str] = []
+        for job, result in done:
+            attempts.append(
+                {"delivery_id": job.delivery_id, "number": job.number}
+                | _finished_attempt(job, result)
+            )
+            status, token = held[job.delivery_id]
+            if token == job.lease_token:
+                endpoint = endpoints[job.endpoint_id]
+                step = dict(_next_step(endpoint, status, job, result, settings, now))
+                deliveries.append({"id": job.delivery_id} | step)
+                status = step["status"]
+                held[job.delivery_id] = (status, "")
+                if job.origin != "test":
+                    _track_health(uow, endpoint, result, settings, now)
+            # Otherwise the lease ran out and another worker took the delivery
+            # over: this attempt is history, the delivery is theirs.
+            statuses.append(status)
+        session.execute(update(WebhookAttemptRecord), attempts)
+        if deliveries:
+            session.execute(update(WebhookDeliveryRecord), deliveries)
+        for endpoint_id in enabled_before:
+            if endpoints[endpoint_id].status != "enabled":
+                # Disabled by this batch (410, or failing too long): what it left
+                # pending is skipped, as if each attempt had been stored alone.
+                skip_pending(session, endpoint_id, now, "endpoint disabled")
+        uow.commit()
+    return statuses
+
+
+def _finished_attempt(job: Job, result: Result) -> dict[str, Any]:
+    return {
+        "finished_at": result.finished_at,
+        "outcome": "succeeded" if result.succeeded else "failed",
+        "status_code": result.status_code,
+        "latency_ms": result.latency_ms,
+        "response_body": result.response_body,
+        "error": result.error,
+    }
+
+
+def _next_step(
+    endpoint: WebhookEndpointRecord,
+    status: str,
+    job: Job,
+    result: Result,
+    settings: DeliverySettings,
+    now: datetime,
+) -> list[tuple[str, Any]]:
+    """The delivery's new state after an attempt of the worker holding its lease."""
     schedule = () if job.origin == "test" else settings.schedule
-    outcome = retry.Outcome(result.status_code, result.retry_after)
-    decision = retry.decide(outcome, job.number, schedule)
+    decision = retry.decide(
+        retry.Outcome(result.status_code, result.retry_after), job.number, schedule
+    )
+    next_attempt_at: datetime | None = None
     if decision.verdict == "succeeded":
-        delivery.status = "succeeded"
-    elif delivery.status != "pending":
+        status = "succeeded"
+    elif status != "pending":
         pass  # skipped while it was being sent: it stays so
     elif decision.verdict == "retry" and (
         endpoint.status != "enabled" or endpoint.deleted_at is not None
     ):
-        delivery.status = "skipped"  # disabled or deleted while this attempt was out
+        status = "skipped"  # disabled or deleted while this attempt was out
     elif decision.verdict == "retry" and decision.delay is not None:
-        delivery.next_attempt_at = now + decision.delay
+        next_attempt_at = now + decision.delay
     else:
-        delivery.status = "failed"
-    if delivery.status != "pending":
-        delivery.next_attempt_at = None
-        delivery.completed_at = now
-    if job.origin != "test":
-        _track_health(uow, endpoint, result, decision.verdict, settings, now)
-    return delivery, attempt
+        status = "failed"
+    return [
+        ("status", status),
+        ("next_attempt_at", next_attempt_at),
+        ("completed_at", None if status == "pending" else now),
+        ("lease_until", None),
+        ("lease_token", ""),
+        ("last_status_code", result.status_code),
+        ("last_error", result.error),
+        ("updated_at", now),
+    ]
 
 
 def _track_health(
     uow: UnitOfWork,
     endpoint: WebhookEndpointRecord,
     result: Result,
-    verdict: str,
     settings: DeliverySettings,
     now: datetime,
 ) -> None:
@@ -347,7 +589,7 @@ def _track_health(
         return
     if endpoint.failing_since is None:
         endpoint.failing_since = result.started_at
-    if verdict == "gone":
+    if result.status_code == retry.GONE:
         disable_endpoint(uow, endpoint, "gone", now)
     elif now - endpoint.failing_since >= settings.disable_after:
         disable_endpoint(uow, endpoint, "failing", now)
@@ -404,7 +646,13 @@ def prepare_test(
     delivery.last_error = ""
     session.add(delivery)
     session.flush([delivery])
-    return _start_attempt(session, delivery, now, settings.lease)
+    [job] = _start_attempts(
+        session,
+        [_Due(delivery.id, endpoint.id, payload.event_id, "", "test", delivery.attempt_count)],
+        now,
+        settings.lease,
+    )
+    return job
 
 
 def _compact(data: dict[str, Any]) -> str:

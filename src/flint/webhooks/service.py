@@ -298,7 +298,7 @@ def create_endpoint(
     return EndpointView(endpoint, secret=secret)
 
 
-def _skip_pending(session: Session, endpoint_id: str, now: datetime, why: str) -> None:
+def skip_pending(session: Session, endpoint_id: str, now: datetime, why: str) -> None:
     """Pending deliveries of an endpoint that stops receiving are not sent; one a
     worker is sending right now finishes its attempt."""
     session.execute(
@@ -334,7 +334,7 @@ def disable_endpoint(
     endpoint.disabled_at = now
     endpoint.updated_at = now
     endpoint.version += 1
-    _skip_pending(uow.session, endpoint.id, now, "endpoint disabled")
+    skip_pending(uow.session, endpoint.id, now, "endpoint disabled")
     if reason == "manual":
         return
     data = presenter.endpoint_json(EndpointView(endpoint))
@@ -424,7 +424,7 @@ def delete_endpoint(uow: UnitOfWork, principal: Principal, endpoint_id: str) -> 
     endpoint.disabled_at = endpoint.disabled_at or uow.now
     endpoint.updated_at = uow.now
     endpoint.version += 1
-    _skip_pending(uow.session, endpoint.id, uow.now, "endpoint deleted")
+    skip_pending(uow.session, endpoint.id, uow.now, "endpoint deleted")
     uow.session.query(WebhookSecretRecord).filter(
         WebhookSecretRecord.endpoint_id == endpoint.id
     ).delete()
