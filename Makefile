@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/flint up
 
+# Flint, a seeded test merchant and the sample plugin (examples/thankyou_plugin),
+# ready to install: see README, "Build your first plugin".
+.PHONY: dev
+dev: $(STAMP)
+	$(BIN)/flint dev
+
 # The whole suite on both databases; each run creates its own fresh database.
 test: test-sqlite test-postgresql
 
@@ -32,9 +38,26 @@ $(CHROMIUM):
 	@command -v apt-get >/dev/null || { echo "install Chromium at $(CHROMIUM)" >&2; exit 1; }
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
+# Benchmarks (bench/RESULTS.md): every scenario against its baseline, in one run.
+# BENCH_QUICK=1 makes a smoke run of a few seconds per scenario.
+WRK := /usr/bin/wrk
+bench: $(STAMP) $(WRK)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Soak (not in CI): `flint up --replicas 2 --workers 2` on PostgreSQL under moderate
+# load for SOAK_SECONDS (default 600); fails on any error, growth or count mismatch.
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
+
+# REST load comes from wrk (Debian's package).
+$(WRK):
+	@command -v apt-get >/dev/null || { echo "install wrk at $(WRK)" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
+
 lint: $(STAMP) build/protodeps
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 	$(BIN)/mypy
 	$(BIN)/buf lint
 

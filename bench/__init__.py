@@ -1,0 +1,1 @@
+"""Flint benchmarks: `make bench` (see bench/RESULTS.md)."""

@@ -1,0 +1,38 @@
+"""Keeps the benchmark harness from rotting: the request-path scenario runs for a
+moment on this run's database, against real processes, and every row it
+reports measured something without errors. (Speed is judged by `make bench`,
+not here: a test machine is too noisy for targets.)"""
+
+from __future__ import annotations
+
+import os
+
+from bench.harness import format_table
+from bench.scenarios import api
+
+SMOKE = api.Runs(duration=0.5, warmup=0.2, levels=(4,))
+
+
+def test_request_path_scenario_measures_flint_and_its_baselines() -> None:
+    database = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
+    rows = api.measure_database(database, SMOKE, postgres={})  # type: ignore[arg-type]
+
+    assert {row.scenario for row in rows} == {
+        "GetOrder gRPC app token",
+        "CreateOrder idem+outbox",
+        "GetOrder REST via Envoy",
+    }
+    for row in rows:
+        assert row.concurrency == 4
+        assert row.flint.ops > 0, row
+        assert row.flint.errors == 0, row
+        assert 0 < row.flint.p50_ms <= row.flint.p99_ms, row
+    if database == "postgresql":
+        # Each row is compared with a baseline measured beside it.
+        for row in rows:
+            assert row.baseline is not None, row
+            assert row.baseline.ops > 0, row
+            assert row.ratio is not None
+    table = format_table(rows)
+    assert "GetOrder REST via Envoy" in table
+    assert "ratio" in table.splitlines()[0]
