@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from flint import envoy
@@ -24,6 +25,7 @@ from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.errors import FlintError
 from flint.devseed import dev_install, seed
+from flint.devstack import DevOptions, run_dev
 from flint.envoy import EnvoySettings
 from flint.hosted import HostedSettings
 from flint.hosted import run as run_hosted
@@ -32,7 +34,7 @@ from flint.installs import signing
 from flint.listen import DEFAULT_STATE_DIR, ListenOptions, run_listen
 from flint.migrations import migrate
 from flint.server.app import serve
-from flint.supervisor import run_stack
+from flint.supervisor import LayoutError, replica_ports, run_stack
 from flint.webhooks import retry
 from flint.webhooks.sender import DeliverySettings
 from flint.webhooks.worker import Worker
@@ -115,13 +117,18 @@ def cmd_envoy(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
 
     logs.configure()
-    return run_stack(
-        http_port=args.http_port,
-        grpc_port=args.grpc_port[0],
-        hosted_port=args.hosted_port,
-        admin_port=args.admin_port,
-        http_host=args.http_host,
-    )
+    try:
+        return run_stack(
+            http_port=args.http_port,
+            grpc_ports=replica_ports(args.grpc_port, args.replicas),
+            workers=args.workers,
+            hosted_port=args.hosted_port,
+            admin_port=args.admin_port,
+            http_host=args.http_host,
+        )
+    except LayoutError as error:
+        print(f"flint: {error}", file=sys.stderr)
+        return 2
 
 
 def cmd_hosted(args: argparse.Namespace) -> int:
@@ -341,6 +348,20 @@ def cmd_billing_run_cycles(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev(args: argparse.Namespace) -> int:
+    return run_dev(
+        DevOptions(
+            http_port=args.http_port,
+            grpc_port=args.grpc_port,
+            hosted_port=args.hosted_port,
+            admin_port=args.admin_port,
+            plugin_port=args.plugin_port,
+            state_dir=args.state_dir,
+            password=args.password or secrets.token_urlsafe(12),
+        )
+    )
+
+
 def cmd_dev_seed(args: argparse.Namespace) -> int:
 
     password = args.password or secrets.token_urlsafe(12)
@@ -434,6 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="migrate, then run the gRPC server, the hosted web app and Envoy"
     )
     _edge_flags(up)
+    up.add_argument(
+        "--replicas",
+        type=int,
+        help="gRPC server processes behind Envoy, on consecutive ports from --grpc-port "
+        "(default: one per --grpc-port given)",
+    )
+    up.add_argument(
+        "--workers", type=int, default=1, help="webhook delivery worker processes (default 1)"
+    )
     up.set_defaults(handler=cmd_up)
 
     serve = commands.add_parser("serve", help="run the gRPC server")
@@ -443,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", help="send webhook deliveries (run one or several)")
-    worker.add_argument("--concurrency", type=int, default=8, help="attempts in flight at once")
+    worker.add_argument("--concurrency", type=int, default=16, help="attempts in flight at once")
     worker.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
     worker.add_argument(
         "--lease-seconds",
@@ -536,8 +566,28 @@ def build_parser() -> argparse.ArgumentParser:
     _json_flag(rotate_signing)
     rotate_signing.set_defaults(handler=cmd_rotate_signing_key)
 
-    dev = commands.add_parser("dev", help="developer conveniences")
-    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    dev = commands.add_parser(
+        "dev",
+        help="run Flint with a seeded merchant and the sample plugin (examples/thankyou_plugin) "
+        "registered as an app; or `dev seed`, `dev install`",
+        description="Without a subcommand: start Flint, seed a test merchant and a partner, "
+        "register and start the sample plugin, print what to open, and stay up until Ctrl-C. "
+        "The database is FLINT_DATABASE_URL.",
+    )
+    dev.add_argument("--http-port", type=int, default=8080, help="Flint's REST port (Envoy)")
+    dev.add_argument("--grpc-port", type=int, default=50051)
+    dev.add_argument("--hosted-port", type=int, default=8081)
+    dev.add_argument("--admin-port", type=int, default=9901, help="Envoy admin port")
+    dev.add_argument("--plugin-port", type=int, default=3000, help="the sample plugin's port")
+    dev.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".flint-dev"),
+        help="logs, the plugin's store and the env file (default .flint-dev)",
+    )
+    dev.add_argument("--password", help="merchant sign-in password (default: random)")
+    dev.set_defaults(handler=cmd_dev)
+    dev_commands = dev.add_subparsers(dest="dev_command")
     dev_seed = dev_commands.add_parser(
         "seed", help="create a test merchant, a partner and an example app"
     )

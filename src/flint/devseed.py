@@ -76,24 +76,27 @@ class SeedResult:
         ]
 
 
-def seed(uow: UnitOfWork, *, password: str) -> SeedResult:
+EXAMPLE_APP = apps.AppFields(
+    name="Demo Loyalty",
+    description="An example app created by `flint dev seed`.",
+    redirect_uris=[EXAMPLE_REDIRECT_URI],
+    requested_scopes=EXAMPLE_SCOPES,
+)
+
+
+def seed(uow: UnitOfWork, *, password: str, app: apps.AppFields = EXAMPLE_APP) -> SeedResult:
+    """A fresh merchant (signing in with `password`), a partner, and `app`
+    registered by that partner."""
     suffix = secrets.token_hex(3)
     merchant = accounts.create_merchant(
         uow, name="Demo Store", email=f"demo+{suffix}@example.com", password=password
     )
     partner = accounts.create_partner(uow, name="Demo Partner")
     uow.session.flush()
-    app, client_secret = apps.create_app(
-        uow,
-        Principal(PrincipalKind.PARTNER, partner.partner.id),
-        apps.AppFields(
-            name="Demo Loyalty",
-            description="An example app created by `flint dev seed`.",
-            redirect_uris=[EXAMPLE_REDIRECT_URI],
-            requested_scopes=EXAMPLE_SCOPES,
-        ),
+    record, client_secret = apps.create_app(
+        uow, Principal(PrincipalKind.PARTNER, partner.partner.id), app
     )
-    return SeedResult(merchant, password, partner, app, client_secret)
+    return SeedResult(merchant, password, partner, record, client_secret)
 
 
 def dev_install(

@@ -1,5 +1,7 @@
-"""`flint up`: migrate, then run every Flint process (gRPC server, webhook
-worker, hosted web app, Envoy) as a child and stop them all together."""
+"""`flint up`: migrate, then run every Flint process as a child — N gRPC server
+replicas, M webhook workers, the hosted web app and Envoy in front — and stop
+them all together. A replica or worker that dies is started again (with
+backoff); the hosted app and Envoy are single, so losing one stops the stack."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 
 import grpc
@@ -27,8 +30,16 @@ from flint.migrations import migrate
 from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 
 logger = logging.getLogger("flint.up")
-STARTUP_TIMEOUT_SECONDS = 30.0
+# Generous: several Python processes starting at once on a busy machine are slow.
+STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 15.0
+# A dead replica or worker is started again after a delay that doubles while it
+# keeps dying young, and starts over once a run lasted STABLE_SECONDS.
+RESTART_FIRST_DELAY_SECONDS = 1.0
+RESTART_MAX_DELAY_SECONDS = 30.0
+STABLE_SECONDS = 60.0
+# Every child tags its log lines with its name (see flint.common.logs).
+PROCESS_NAME_ENV = "FLINT_PROCESS"
 
 
 def _flint(*args: str) -> list[str]:
@@ -72,11 +83,99 @@ def wait_for_envoy(
     return wait_for_http(f"http://127.0.0.1:{admin_port}/ready", timeout, keep_waiting)
 
 
+class LayoutError(ValueError):
+    """`flint up` flags that do not make a stack."""
+
+
+def replica_ports(ports: Sequence[int], replicas: int | None) -> tuple[int, ...]:
+    """The gRPC port of each replica: the ports given, or `replicas` consecutive
+    ports from the one given."""
+    if replicas is not None and replicas < 1:
+        raise LayoutError("--replicas must be at least 1")
+    if len(ports) > 1:
+        if replicas is not None and replicas != len(ports):
+            raise LayoutError(
+                f"--replicas {replicas} does not match the {len(ports)} --grpc-port values given"
+            )
+        return tuple(ports)
+    return tuple(ports[0] + i for i in range(replicas or 1))
+
+
+@dataclass
+class Child:
+    """One process of the stack, and when it may be started again."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    restartable: bool
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_delay: float = RESTART_FIRST_DELAY_SECONDS
+    restart_at: float | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.popen = subprocess.Popen(  # noqa: S603 - our own command
+            self.command, env={**self.env, PROCESS_NAME_ENV: self.name}
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def check(self, now: float) -> bool:
+        """Restarts this child when due; False once it died and may not restart."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                self.restarts += 1
+                self.start()
+                log_event(logger, "process_restarted", process=self.name, restarts=self.restarts)
+            return True
+        code = None if self.popen is None else self.popen.poll()
+        if code is None:
+            return True
+        if not self.restartable:
+            log_event(logger, "process_exited", level=logging.ERROR, process=self.name, code=code)
+            return False
+        if now - self.started_at >= STABLE_SECONDS:
+            self.restart_delay = RESTART_FIRST_DELAY_SECONDS
+        self.restart_at = now + self.restart_delay
+        log_event(
+            logger,
+            "process_exited",
+            level=logging.WARNING,
+            process=self.name,
+            code=code,
+            restart_in_seconds=self.restart_delay,
+        )
+        self.restart_delay = min(self.restart_delay * 2, RESTART_MAX_DELAY_SECONDS)
+        return True
+
+
 def run_stack(
-    *, http_port: int, grpc_port: int, hosted_port: int, admin_port: int, http_host: str
+    *,
+    http_port: int,
+    grpc_ports: Sequence[int],
+    workers: int,
+    hosted_port: int,
+    admin_port: int,
+    http_host: str,
 ) -> int:
+    if workers < 0:
+        raise LayoutError("--workers must be 0 or more")
     settings = Settings.from_env()
     db = Database(settings.database_url)
+    if db.is_sqlite and (len(grpc_ports) > 1 or workers > 1):
+        # It works (WAL, writers serialised), but every process shares one file
+        # on one disk: PostgreSQL is the scale-out path.
+        log_event(
+            logger,
+            "sqlite_scale_out",
+            level=logging.WARNING,
+            note="several processes on one SQLite file; use PostgreSQL to scale out",
+        )
     migrate(db)
     # The hosted app's key lives as long as this stack: it is expired on the way out.
     with db.unit_of_work() as uow:
@@ -92,8 +191,55 @@ def run_stack(
         # Local development: webhook endpoints may be http://127.0.0.1 receivers.
         ALLOW_LOOPBACK_ENV: os.environ.get(ALLOW_LOOPBACK_ENV, "1"),
     }
-
-    children: dict[str, subprocess.Popen[bytes]] = {}
+    single = len(grpc_ports) == 1
+    replicas = [
+        Child(
+            "grpc" if single else f"grpc-{i}",
+            _flint("serve", "--port", str(port)),
+            child_env,
+            restartable=True,
+        )
+        for i, port in enumerate(grpc_ports, 1)
+    ]
+    worker_children = [
+        Child("worker" if workers == 1 else f"worker-{i}", _flint("worker"), child_env, True)
+        for i in range(1, workers + 1)
+    ]
+    # The hosted app fails over between replicas (gRPC pick_first over the list).
+    grpc_target = "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in grpc_ports)
+    hosted = Child(
+        "hosted",
+        _flint(
+            "hosted",
+            "--port",
+            str(hosted_port),
+            "--grpc-target",
+            grpc_target,
+            "--public-url",
+            public_url,
+        ),
+        child_env,
+        restartable=False,
+    )
+    envoy_flags = [f"--grpc-port={port}" for port in grpc_ports]
+    envoy = Child(
+        "envoy",
+        _flint(
+            "envoy",
+            "--http-port",
+            str(http_port),
+            "--http-host",
+            http_host,
+            *envoy_flags,
+            "--hosted-port",
+            str(hosted_port),
+            "--admin-port",
+            str(admin_port),
+        ),
+        dict(os.environ),
+        restartable=False,
+    )
+    started: list[Child] = []
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -102,52 +248,31 @@ def run_stack(
 
     def keep_waiting() -> bool:
         # Stop waiting for start-up once a child died or a stop was asked for.
-        return not stopping and all(child.poll() is None for child in children.values())
+        return not stopping and all(child.running() for child in started)
+
+    def launch(*children: Child) -> None:
+        for child in children:
+            child.start()
+            started.append(child)
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        children["grpc"] = subprocess.Popen(  # noqa: S603
-            _flint("serve", "--port", str(grpc_port)), env=child_env
-        )
-        if not wait_for_grpc(grpc_port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
-            log_event(logger, "start_failed", level=logging.ERROR, process="grpc")
-            return 1
-        children["worker"] = subprocess.Popen(_flint("worker"), env=child_env)  # noqa: S603
-        children["hosted"] = subprocess.Popen(  # noqa: S603
-            _flint(
-                "hosted",
-                "--port",
-                str(hosted_port),
-                "--grpc-target",
-                f"127.0.0.1:{grpc_port}",
-                "--public-url",
-                public_url,
-            ),
-            env=child_env,
-        )
+        launch(*replicas)
+        for replica, port in zip(replicas, grpc_ports, strict=True):
+            if not wait_for_grpc(port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
+                log_event(logger, "start_failed", level=logging.ERROR, process=replica.name)
+                return 1
+        launch(*worker_children, hosted)
         hosted_health = f"http://127.0.0.1:{hosted_port}/hosted/healthz"
         if not wait_for_http(hosted_health, STARTUP_TIMEOUT_SECONDS, keep_waiting):
             log_event(logger, "start_failed", level=logging.ERROR, process="hosted")
             return 1
-        children["envoy"] = subprocess.Popen(  # noqa: S603
-            _flint(
-                "envoy",
-                "--http-port",
-                str(http_port),
-                "--http-host",
-                http_host,
-                "--grpc-port",
-                str(grpc_port),
-                "--hosted-port",
-                str(hosted_port),
-                "--admin-port",
-                str(admin_port),
-            )
-        )
+        launch(envoy)
         if not wait_for_envoy(admin_port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
             log_event(logger, "start_failed", level=logging.ERROR, process="envoy")
             return 1
+        grpc_addresses = ", ".join(f"127.0.0.1:{port}" for port in grpc_ports)
         print(
             "\n".join(
                 [
@@ -155,7 +280,8 @@ def run_stack(
                     "Flint is up.",
                     f"  REST (through Envoy)  http://{http_host}:{http_port}",
                     f"  hosted pages          {public_url}/oauth/authorize …",
-                    f"  gRPC                  127.0.0.1:{grpc_port}",
+                    f"  gRPC                  {grpc_addresses}",
+                    f"  webhook workers       {workers}",
                     f"  database              {db.engine.url.render_as_string()}",
                     "Press Ctrl-C to stop.",
                     "",
@@ -164,36 +290,30 @@ def run_stack(
             flush=True,
         )
         while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    log_event(
-                        logger,
-                        "process_exited",
-                        level=logging.ERROR,
-                        process=name,
-                        code=child.returncode,
-                    )
-                    return 1
+            now = time.monotonic()
+            if not all(child.check(now) for child in started):
+                return 1
             time.sleep(0.2)
         return 0
     finally:
-        _stop_children(children)
+        # Envoy first, so no new requests reach a server that is draining.
+        _stop_children([envoy], [hosted], worker_children, replicas)
         with db.unit_of_work() as uow:
             credentials.expire_key(uow.session, internal.record.id, uow.now)
             uow.commit()
         db.dispose()
 
 
-def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    # Envoy first, so no new requests reach a server that is draining.
-    for name in ("envoy", "hosted", "worker", "grpc"):
-        child = children.get(name)
-        if child is None or child.poll() is not None:
-            continue
-        child.terminate()
-        try:
-            child.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        log_event(logger, "process_stopped", process=name, code=child.returncode)
+def _stop_children(*groups: list[Child]) -> None:
+    """Stops each group in turn; the members of a group stop side by side."""
+    for group in groups:
+        running = [(c.name, c.popen) for c in group if c.popen is not None and c.running()]
+        for _, popen in running:
+            popen.terminate()
+        for name, popen in running:
+            try:
+                popen.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.wait()
+            log_event(logger, "process_stopped", process=name, code=popen.returncode)

@@ -151,7 +151,9 @@ class Up:
 
 
 @contextmanager
-def flint_up(database_url: str, tmp_path: Path, grpc_port: int | None = None) -> Iterator[Up]:
+def flint_up(
+    database_url: str, tmp_path: Path, grpc_port: int | None = None, *extra: str
+) -> Iterator[Up]:
     tmp_dir = tmp_path / "tmp"
     tmp_dir.mkdir()
     up = Up(
@@ -180,6 +182,7 @@ def flint_up(database_url: str, tmp_path: Path, grpc_port: int | None = None) ->
                 str(up.hosted_port),
                 "--admin-port",
                 str(up.admin_port),
+                *extra,
             ],
             env=env,
             cwd=tmp_path,

@@ -3,6 +3,7 @@ an endpoint failing for days, addresses checked at delivery, retention."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -31,6 +32,7 @@ from flint.webhooks.worker import Worker
 from tests.conftest import flint_env
 from tests.webhooks.conftest import Hooks, wait_until_sequenced
 from tests.webhooks.support import (
+    Received,
     attempts,
     deliveries,
     eventually,
@@ -43,7 +45,9 @@ from tests.webhooks.support import (
 def test_worker_killed_mid_delivery_loses_nothing(
     hooks: Hooks, db: Database, database_url: str, tmp_path: Path
 ):
-    with receiver("hang") as rx:
+    events = 3
+    # The receiver holds the first sends, so all are in flight at the kill.
+    with receiver(*["hang"] * events) as rx:
         endpoint = hooks.create_endpoint(rx.url)
         log = (tmp_path / "worker.log").open("w")
         worker = subprocess.Popen(
@@ -66,25 +70,35 @@ def test_worker_killed_mid_delivery_loses_nothing(
             stderr=subprocess.STDOUT,
         )
         try:
-            hooks.merchant.create_order()
-            [first] = rx.wait_for(1, timeout=30)
-            os.kill(worker.pid, signal.SIGKILL)  # mid-delivery: the receiver holds the request
+            for _ in range(events):
+                hooks.merchant.create_order()
+            rx.wait_for(events, timeout=30)
+            os.kill(worker.pid, signal.SIGKILL)  # mid-delivery: the receiver holds the requests
             worker.wait(10)
         finally:
             if worker.poll() is None:
                 worker.kill()
             log.close()
-        [delivery] = deliveries(db, endpoint.id)
-        assert delivery.status == "pending"  # leased to the dead worker, not lost
+        held = deliveries(db, endpoint.id)
+        assert [d.status for d in held] == ["pending"] * events  # leased to the dead worker
         with running_worker(db):
-            _, second = rx.wait_for(2, timeout=30)
-            eventually(lambda: deliveries(db, endpoint.id)[0].status == "succeeded")
-    assert second.headers["webhook-id"] == first.headers["webhook-id"]
-    assert second.body == first.body
-    assert len(rx.requests) == 2  # at most one duplicate
-    tries = attempts(db, delivery.id)
-    assert [t.outcome for t in tries] == ["lost", "succeeded"]
-    assert "lease expired" in tries[0].error
+            rx.wait_for(2 * events, timeout=30)
+            eventually(
+                lambda: [d.status for d in deliveries(db, endpoint.id)] == ["succeeded"] * events
+            )
+    # Every event delivered; each was sent twice at most, both times with one
+    # webhook-id and the same body.
+    sends: dict[str, list[Received]] = {}
+    for request in rx.requests:
+        sends.setdefault(json.loads(request.body)["id"], []).append(request)
+    assert len(sends) == events
+    for first, second in sends.values():
+        assert second.headers["webhook-id"] == first.headers["webhook-id"]
+        assert second.body == first.body
+    for delivery in held:
+        tries = attempts(db, delivery.id)
+        assert [t.outcome for t in tries] == ["lost", "succeeded"]
+        assert "lease expired" in tries[0].error
 
 
 def test_several_workers_never_send_one_delivery_twice(hooks: Hooks, db: Database):

