@@ -37,17 +37,41 @@ class HttpCall:
     json: dict[str, Any] | None
 
 
-@cache
-def binding(method: MethodDescriptor) -> Binding:
-    """The primary HTTP binding of `method` (additional bindings are not used)."""
-    options = method.GetOptions()
-    if not options.HasExtension(annotations_pb2.http):
-        raise ValueError(f"{method.full_name} has no google.api.http rule")
-    rule = options.Extensions[annotations_pb2.http]
+def _binding(method: MethodDescriptor, rule: Any) -> Binding:
     verb = rule.WhichOneof("pattern")
     if verb is None or verb == "custom":
         raise ValueError(f"{method.full_name} has an unsupported HTTP rule")
     return Binding(verb=verb.upper(), template=getattr(rule, verb), body=rule.body)
+
+
+@cache
+def bindings(method: MethodDescriptor) -> tuple[Binding, ...]:
+    """The HTTP bindings of `method`: the primary one, then any additional ones
+    (`/v1/webhook_deliveries/{delivery_id}/attempts` or
+    `/v1/webhook_endpoints/{endpoint_id}/attempts`)."""
+    options = method.GetOptions()
+    if not options.HasExtension(annotations_pb2.http):
+        raise ValueError(f"{method.full_name} has no google.api.http rule")
+    rule = options.Extensions[annotations_pb2.http]
+    return (
+        _binding(method, rule),
+        *(_binding(method, extra) for extra in rule.additional_bindings),
+    )
+
+
+def binding(method: MethodDescriptor) -> Binding:
+    """The primary HTTP binding of `method`."""
+    return bindings(method)[0]
+
+
+def _choose(method: MethodDescriptor, data: dict[str, Any]) -> Binding:
+    """The first binding whose path fields the request sets."""
+    candidates = bindings(method)
+    for candidate in candidates:
+        fields = _VARIABLE.findall(candidate.template)
+        if all(_get_path(data, f.split(".")) not in (None, "") for f in fields):
+            return candidate
+    return candidates[0]  # http_call names the missing field
 
 
 def to_json(message: Message) -> dict[str, Any]:
@@ -87,8 +111,8 @@ def _query_params(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
 def http_call(method: MethodDescriptor, request: Message) -> HttpCall:
     """The HTTP verb, path, query parameters and JSON body for calling `method`
     with `request`, as Envoy's gRPC-JSON transcoder expects them."""
-    rule = binding(method)
     data = to_json(request)
+    rule = _choose(method, data)
     bound: list[list[str]] = []
 
     def substitute(match: re.Match[str]) -> str:
