@@ -23,6 +23,7 @@ import grpc
 from bench.stack import STOP_TIMEOUT_SECONDS, free_port
 from flint.commerce.v1 import orders_service_pb2_grpc as orders_grpc
 from flint.commerce.v1 import resources_pb2 as pb
+from flint.supervisor import stop_process
 
 
 class InMemoryOrders(orders_grpc.OrdersServiceServicer):
@@ -94,13 +95,8 @@ class BaselineServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._child is not None and self._child.poll() is None:
-            self._child.terminate()
-            try:
-                self._child.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                self._child.kill()
-                self._child.wait()
+        if self._child is not None:
+            stop_process(self._child, STOP_TIMEOUT_SECONDS)
         self._dir.cleanup()
 
 

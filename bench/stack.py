@@ -26,7 +26,7 @@ from flint.common.db import Database
 from flint.devseed import EXAMPLE_SCOPES, SeedResult, dev_install, seed
 from flint.installs.oauth import Tokens
 from flint.migrations import migrate
-from flint.supervisor import wait_for_envoy, wait_for_grpc
+from flint.supervisor import stop_process, wait_for_envoy, wait_for_grpc
 from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 
 DatabaseKind = Literal["postgresql", "sqlite"]
@@ -241,14 +241,8 @@ class FlintStack:
         # Envoy first, so nothing new reaches a server that is draining.
         for name in ("envoy", "worker", *self._children):
             child = self._children.pop(name, None)
-            if child is None or child.poll() is not None:
-                continue
-            child.terminate()
-            try:
-                child.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+            if child is not None:
+                stop_process(child, STOP_TIMEOUT_SECONDS)
         if self.db is not None:
             self.db.dispose()
             self.db = None

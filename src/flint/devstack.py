@@ -23,7 +23,7 @@ from flint.apps.service import AppFields
 from flint.common.config import Settings
 from flint.common.db import Database
 from flint.devseed import SeedResult, seed
-from flint.supervisor import wait_for_envoy, wait_for_http
+from flint.supervisor import stop_process, wait_for_envoy, wait_for_http
 
 # The sample plugin lives in the repository, beside src/; `flint dev` runs from a clone.
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -76,13 +76,7 @@ class _Children:
 
     def stop(self) -> None:
         for child in reversed(self.running.values()):
-            if child.poll() is None:
-                child.terminate()
-                try:
-                    child.wait(STOP_TIMEOUT_SECONDS)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
+            stop_process(child, STOP_TIMEOUT_SECONDS)
 
 
 @contextmanager

@@ -42,6 +42,18 @@ STABLE_SECONDS = 60.0
 PROCESS_NAME_ENV = "FLINT_PROCESS"
 
 
+def stop_process(child: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+    """SIGTERM (a graceful drain), then SIGKILL if it takes longer than `timeout`."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def _flint(*args: str) -> list[str]:
     return [sys.executable, "-m", "flint", *args]
 

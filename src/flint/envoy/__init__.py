@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,29 +67,31 @@ def flint_services(descriptor_path: Path) -> list[str]:
     )
 
 
+def _flint_methods(
+    descriptor_path: Path,
+) -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto]]:
+    """(gRPC path, method) of every Flint method in the descriptor set."""
+    descriptors = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
+    for file in descriptors.file:
+        if file.package.startswith("flint."):
+            for service in file.service:
+                for method in service.method:
+                    yield f"/{file.package}.{service.name}/{method.name}", method
+
+
 def streaming_paths(descriptor_path: Path) -> list[str]:
     """gRPC paths of server-streaming methods. The transcoder rewrites a REST
     request to its gRPC path, and that is the route whose timeout applies."""
-    descriptors = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
     return sorted(
-        f"/{file.package}.{service.name}/{method.name}"
-        for file in descriptors.file
-        if file.package.startswith("flint.")
-        for service in file.service
-        for method in service.method
-        if method.server_streaming
+        path for path, method in _flint_methods(descriptor_path) if method.server_streaming
     )
 
 
 def read_paths(descriptor_path: Path) -> list[str]:
     """gRPC paths of unary methods bound to HTTP GET: reads, safe to retry."""
-    descriptors = descriptor_pb2.FileDescriptorSet.FromString(descriptor_path.read_bytes())
     return sorted(
-        f"/{file.package}.{service.name}/{method.name}"
-        for file in descriptors.file
-        if file.package.startswith("flint.")
-        for service in file.service
-        for method in service.method
+        path
+        for path, method in _flint_methods(descriptor_path)
         if not method.server_streaming
         and method.options.Extensions[annotations_pb2.http].WhichOneof("pattern") == "get"
     )
