@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,10 @@ from tests.e2e.readme import FLINT
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture
-def flint_up(database_url: str, db: object, tmp_path: Path) -> Iterator[int]:
+@contextmanager
+def running_flint_up(database_url: str, log_path: Path) -> Iterator[int]:
+    """`flint up` on free ports; yields its REST (Envoy) port once it is up."""
     http_port = free_port()
-    log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [
@@ -49,6 +50,12 @@ def flint_up(database_url: str, db: object, tmp_path: Path) -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(30)
+
+
+@pytest.fixture
+def flint_up(database_url: str, db: object, tmp_path: Path) -> Iterator[int]:
+    with running_flint_up(database_url, tmp_path / "up.log") as http_port:
+        yield http_port
 
 
 @pytest.fixture(scope="module")

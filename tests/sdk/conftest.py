@@ -1,5 +1,6 @@
-"""Fixtures for the SDK tests: Flint started for real by `flint up` (the e2e
-fixture, reused as is), a freshly seeded merchant and app, and SDK clients."""
+"""Fixtures for the SDK tests: Flint started for real by `flint up` (once for
+the package: no test restarts it), a freshly seeded merchant and app per test,
+and SDK clients."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from flint.common.db import Database
+from flint.devseed import seed as seed_demo
 from flint.sdk import FlintClient
 from tests.conftest import flint_env
-from tests.e2e.conftest import browser, flint_up
+from tests.e2e.conftest import browser, running_flint_up
 from tests.e2e.readme import FLINT
 
-__all__ = ["browser", "flint_up"]
+__all__ = ["browser"]
 
 PASSWORD = "correct horse battery"
 REDIRECT_URI = "http://localhost:3000/oauth/callback"
@@ -64,22 +67,26 @@ class Seed:
         return dict(json.loads(out.stdout))
 
 
+@pytest.fixture(scope="package")
+def flint_up(
+    database_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    with running_flint_up(database_url, tmp_path_factory.mktemp("up") / "up.log") as http_port:
+        yield http_port
+
+
 @pytest.fixture
 def base_url(flint_up: int) -> str:
     return f"http://127.0.0.1:{flint_up}"
 
 
 @pytest.fixture
-def seed(base_url: str, database_url: str) -> Seed:
-    out = subprocess.run(
-        [FLINT, "dev", "seed", "--json", "--password", PASSWORD],
-        env=flint_env(database_url) | {"FLINT_PUBLIC_URL": base_url},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    data = json.loads(out.stdout)
+def seed(base_url: str, database_url: str, db: Database) -> Seed:
+    """What `flint dev seed --json` prints (made in-process: it is the same code)."""
+    with db.unit_of_work() as uow:
+        result = seed_demo(uow, password=PASSWORD)
+        uow.commit()
+    data = result.as_json()
     return Seed(
         base_url=base_url,
         database_url=database_url,
