@@ -34,7 +34,9 @@ from tests.webhooks.support import Received, eventually, receiver
 ORDERS = 30
 RESTART_AFTER = 8
 # What a client may see while the database is away: retry and it goes through.
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED}
+# CANCELLED: a call in flight when the server process stops (the SQLite variant
+# restarts it) is cancelled by the server; under its Idempotency-Key a retry is safe.
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.ABORTED, grpc.StatusCode.CANCELLED}
 
 
 @dataclass

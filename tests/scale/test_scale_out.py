@@ -205,12 +205,16 @@ def test_workers_share_deliveries_and_never_send_one_twice(
     for delivery in done:
         [attempt] = attempts(db, delivery.id)
         assert attempt.outcome == "succeeded"
-    # Both workers did some of the work.
-    by_worker = Counter(
-        match["worker"]
-        for match in WORKER_LINE.finditer(stack.log())
-        if match["id"] in {d.id for d in done}
-    )
+    # Both workers did some of the work. A worker logs an attempt after storing
+    # it, so the last lines may trail the rows just read.
+    done_ids = {d.id for d in done}
+
+    def logged_by_worker() -> Counter[str] | None:
+        lines = WORKER_LINE.finditer(stack.log())
+        found = Counter(match["worker"] for match in lines if match["id"] in done_ids)
+        return found if sum(found.values()) >= 60 else None
+
+    by_worker = eventually(logged_by_worker, timeout=30)
     assert sorted(by_worker) == ["worker-1", "worker-2"], by_worker
     assert sum(by_worker.values()) == 60
     with db.read() as session:

@@ -60,8 +60,10 @@ def test_worker_killed_mid_delivery_loses_nothing(
                 "1",
                 "--connect-timeout",
                 "1",
+                # Longer than the test takes to kill it: every send is still in
+                # flight at the kill, none has timed out (an attempt would be "failed").
                 "--read-timeout",
-                "2",
+                "10",
                 "--poll-interval",
                 "0.05",
             ],

@@ -594,7 +594,10 @@ def replay_events(
         if not wants(endpoint, event.type, event.environment):
             continue
         payload = ensure_payload(session, event, recipient.install_id, uow.now)
-        session.add(new_delivery(endpoint, payload, origin="replay", now=uow.now))
+        # Due a microsecond apart in cursor order: workers claim by due time, so
+        # the replay goes out oldest first (ids made in one millisecond are unordered).
+        due = uow.now + timedelta(microseconds=queued)
+        session.add(new_delivery(endpoint, payload, origin="replay", now=due))
         queued += 1
     token = ""
     if len(events) == limit:
