@@ -15,7 +15,8 @@ storage and its rules live in flint.common.idempotency.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable, Iterator
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -25,9 +26,13 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from flint.common import idempotency as store
-from flint.common.db import UnitOfWork
+from flint.common.auth import Principal
+from flint.common.db import Database, UnitOfWork
+from flint.common.logs import log_event
 
 M = TypeVar("M", bound=Message)
+
+logger = logging.getLogger("flint.rpc")
 
 # The google.api.http verbs of RPCs that create or change something.
 WRITE_VERBS = frozenset({"post", "patch", "delete"})
@@ -83,3 +88,42 @@ def commit(uow: UnitOfWork, response: M) -> M:
     uow.commit()
     claim.completed = True
     return response
+
+
+def call_with_key(
+    db: Database,
+    *,
+    principal: Principal,
+    key: str,
+    method: str,
+    request: Message,
+    response_class: type[Message],
+    run: Callable[[], Message],
+) -> tuple[Message, str]:
+    """Runs `run` (the write handler) under the caller's idempotency `key`, or
+    answers with the response stored for it. Returns the response and what
+    happened to the key: "claimed" or "replayed". A handler that raises (or
+    never calls `commit`) releases the key."""
+    ref = store.key_ref(principal, key)
+    outcome = store.claim(db, ref, method, request.SerializeToString(deterministic=True))
+    if isinstance(outcome, store.Replay):
+        return response_class.FromString(outcome.response), "replayed"
+    try:
+        with holding(outcome):
+            response = run()
+    except BaseException:
+        _release(db, outcome)
+        raise
+    if not outcome.completed:
+        # Nothing stored for the key (a handler that wrote nothing): give it
+        # back rather than block it until its lease ends.
+        _release(db, outcome)
+    return response, "claimed"
+
+
+def _release(db: Database, claim: store.Claim) -> None:
+    try:
+        store.release(db, claim)
+    except Exception as error:
+        # The claim's lease runs out on its own; the handler's outcome matters more.
+        log_event(logger, "idempotency_release_failed", level=logging.WARNING, error=str(error))

@@ -328,35 +328,17 @@ class IdempotencyInterceptor(Interceptor):
 
             def idempotent(request: Message, context: Any) -> Any:
                 state = current_call()
-                principal = current_principal()
-                ref = idempotency_store.key_ref(principal, key)
-                outcome = idempotency_store.claim(
-                    db, ref, method, request.SerializeToString(deterministic=True)
+                response, state.idempotency = idempotency.call_with_key(
+                    db,
+                    principal=current_principal(),
+                    key=key,
+                    method=method,
+                    request=request,
+                    response_class=response_class,
+                    run=lambda: behavior(request, context),
                 )
-                if isinstance(outcome, idempotency_store.Replay):
-                    state.idempotency = "replayed"
-                    return response_class.FromString(outcome.response)
-                state.idempotency = "claimed"
-                try:
-                    with idempotency.holding(outcome):
-                        response = behavior(request, context)
-                except BaseException:
-                    _release(db, outcome)
-                    raise
-                if not outcome.completed:
-                    # Nothing stored for the key (a handler that wrote nothing):
-                    # give it back rather than block it until its lease ends.
-                    _release(db, outcome)
                 return response
 
             return idempotent
 
         return _rewrap(handler, wrap)
-
-
-def _release(db: Database, claim: idempotency_store.Claim) -> None:
-    try:
-        idempotency_store.release(db, claim)
-    except Exception as error:
-        # The claim's lease runs out on its own; the handler's outcome matters more.
-        log_event(logger, "idempotency_release_failed", level=logging.WARNING, error=str(error))
