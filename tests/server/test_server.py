@@ -58,7 +58,25 @@ def test_request_id_is_echoed(apps_stub, new_partner: PartnerCreds):
         apps_pb.ListScopesRequest(),
         metadata=(*bearer(new_partner.key), ("x-request-id", "req-test-123")),
     )
-    assert ("x-request-id", "req-test-123") in call.initial_metadata()
+    assert ("x-request-id", "req-test-123") in call.trailing_metadata()
+
+
+def test_a_request_id_is_made_for_a_call_without_one(apps_stub, new_partner: PartnerCreds):
+    _, call = apps_stub.ListScopes.with_call(
+        apps_pb.ListScopesRequest(), metadata=bearer(new_partner.key)
+    )
+    request_ids = [value for key, value in call.trailing_metadata() if key == "x-request-id"]
+    assert len(request_ids) == 1
+    assert len(request_ids[0]) == 32
+
+
+def test_an_error_carries_the_request_id(apps_stub):
+    with pytest.raises(grpc.RpcError) as raised:
+        apps_stub.ListScopes(
+            apps_pb.ListScopesRequest(), metadata=(("x-request-id", "req-denied-1"),)
+        )
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert ("x-request-id", "req-denied-1") in raised.value.trailing_metadata()
 
 
 # --- an in-process server (tests/server/conftest.py), for a misbehaving handler --

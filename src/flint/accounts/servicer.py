@@ -13,7 +13,7 @@ from flint.common.db import Database
 from flint.common.errors import invalid_argument
 from flint.server import idempotency
 from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
-from flint.server.interceptors import current_principal
+from flint.server.rpc import current_principal
 
 ENVIRONMENTS: dict[int, str] = {pb.ENVIRONMENT_TEST: "test", pb.ENVIRONMENT_LIVE: "live"}
 

@@ -15,7 +15,7 @@ from flint.common.db import Database
 from flint.common.errors import invalid_argument
 from flint.server import idempotency
 from flint.server.convert import timestamp
-from flint.server.interceptors import current_principal
+from flint.server.rpc import current_principal
 
 STATUSES: dict[int, str] = {pb.APP_STATUS_ACTIVE: "active", pb.APP_STATUS_DISABLED: "disabled"}
 STATUS_ENUMS: dict[str, pb.AppStatus.ValueType] = {

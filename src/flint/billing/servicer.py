@@ -16,7 +16,7 @@ from flint.common.db import Database
 from flint.common.errors import Code, FlintError, invalid_argument
 from flint.server import idempotency
 from flint.server.convert import timestamp
-from flint.server.interceptors import current_principal
+from flint.server.rpc import current_principal
 
 CONFIRMATION_STATES = {
     "open": pb.CONFIRMATION_STATE_OPEN,

@@ -35,7 +35,7 @@ from flint.commerce.v1 import refunds_service_pb2_grpc as refunds_grpc
 from flint.commerce.v1 import resources_pb2 as pb
 from flint.common.db import Database
 from flint.server import idempotency
-from flint.server.interceptors import current_principal
+from flint.server.rpc import current_principal
 
 
 def lines_of(items: Any) -> list[LineInput]:

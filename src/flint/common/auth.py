@@ -1,4 +1,4 @@
-"""Who is calling: credentials in, a Principal out. The gRPC interceptor is the only
+"""Who is calling: credentials in, a Principal out. The RPC pipeline (server/rpc.py) is the only
 caller; handlers read the resulting Principal and never parse credentials."""
 
 from __future__ import annotations

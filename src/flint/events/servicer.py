@@ -21,7 +21,7 @@ from flint.events.v1 import events_service_pb2 as pb
 from flint.events.v1 import events_service_pb2_grpc as pb_grpc
 from flint.installs import tokens
 from flint.server.convert import timestamp
-from flint.server.interceptors import current_principal
+from flint.server.rpc import current_principal
 
 DEFAULT_HEARTBEAT = 15
 MAX_HEARTBEAT = 60

@@ -13,7 +13,7 @@ from flint.installs.v1 import installs_service_pb2 as pb
 from flint.installs.v1 import installs_service_pb2_grpc as pb_grpc
 from flint.server import idempotency
 from flint.server.convert import ENVIRONMENT_ENUMS
-from flint.server.interceptors import current_principal
+from flint.server.rpc import current_principal
 
 CHANGES: dict[str, pb.InstallChange.ValueType] = {
     "": pb.INSTALL_CHANGE_UNSPECIFIED,

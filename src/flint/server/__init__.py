@@ -1,1 +1,1 @@
-"""The gRPC server: interceptors, error mapping and the service wiring."""
+"""The gRPC server: the RPC pipeline (auth, idempotency, errors, logs) and the service wiring."""

@@ -15,12 +15,12 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import OperationalError
 
 from flint.accounts.servicer import AccountsServicer
-from flint.accounts.v1 import accounts_service_pb2, accounts_service_pb2_grpc
+from flint.accounts.v1 import accounts_service_pb2
 from flint.apps.servicer import AppsServicer
-from flint.apps.v1 import apps_service_pb2, apps_service_pb2_grpc
+from flint.apps.v1 import apps_service_pb2
 from flint.billing import cycles
 from flint.billing.servicer import BillingServicer
-from flint.billing.v1 import billing_service_pb2, billing_service_pb2_grpc
+from flint.billing.v1 import billing_service_pb2
 from flint.billing.vault import TestVault
 from flint.commerce import checkout, refunds
 from flint.commerce.processor import Processor, TestProcessor
@@ -34,17 +34,11 @@ from flint.commerce.servicer import (
 )
 from flint.commerce.v1 import (
     checkout_service_pb2,
-    checkout_service_pb2_grpc,
     invoices_service_pb2,
-    invoices_service_pb2_grpc,
     orders_service_pb2,
-    orders_service_pb2_grpc,
     pay_service_pb2,
-    pay_service_pb2_grpc,
     payment_links_service_pb2,
-    payment_links_service_pb2_grpc,
     refunds_service_pb2,
-    refunds_service_pb2_grpc,
 )
 from flint.common.config import Settings
 from flint.common.db import Database
@@ -53,20 +47,13 @@ from flint.common.logs import log_event
 from flint.events.hub import Hub
 from flint.events.sequencer import Sequencer
 from flint.events.servicer import EventsServicer
-from flint.events.v1 import events_service_pb2, events_service_pb2_grpc
+from flint.events.v1 import events_service_pb2
 from flint.installs.servicer import InstallsServicer, OAuthServicer
-from flint.installs.v1 import installs_service_pb2, installs_service_pb2_grpc
-from flint.server.access import access_rules
-from flint.server.idempotency import write_methods
-from flint.server.interceptors import (
-    AuthInterceptor,
-    ErrorInterceptor,
-    IdempotencyInterceptor,
-    RequestLogInterceptor,
-)
+from flint.installs.v1 import installs_service_pb2
+from flint.server.rpc import Pipeline
 from flint.webhooks.fanout import fan_out
 from flint.webhooks.servicer import WebhooksServicer
-from flint.webhooks.v1 import webhooks_service_pb2, webhooks_service_pb2_grpc
+from flint.webhooks.v1 import webhooks_service_pb2
 
 logger = logging.getLogger("flint.server")
 
@@ -125,39 +112,27 @@ async def start_server(
     issuer = issuer or Settings.from_env().public_url
     executor = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="flint-rpc")
     server = grpc.aio.server(
-        interceptors=[
-            RequestLogInterceptor(),
-            ErrorInterceptor(executor),
-            AuthInterceptor(db, access_rules(SERVICE_FILES), issuer=issuer),
-            IdempotencyInterceptor(db, write_methods(SERVICE_FILES)),
-        ],
         # Refuse a port another server holds instead of silently sharing it.
         options=[("grpc.so_reuseport", 0)],
     )
-    accounts_service_pb2_grpc.add_AccountsServiceServicer_to_server(AccountsServicer(db), server)
-    apps_service_pb2_grpc.add_AppsServiceServicer_to_server(AppsServicer(db), server)
-    installs_service_pb2_grpc.add_InstallsServiceServicer_to_server(InstallsServicer(db), server)
-    installs_service_pb2_grpc.add_OAuthServiceServicer_to_server(
-        OAuthServicer(db, issuer=issuer), server
-    )
-    orders_service_pb2_grpc.add_OrdersServiceServicer_to_server(OrdersServicer(db), server)
-    checkout_service_pb2_grpc.add_CheckoutSessionsServiceServicer_to_server(
-        CheckoutSessionsServicer(db), server
-    )
-    payment_links_service_pb2_grpc.add_PaymentLinksServiceServicer_to_server(
-        PaymentLinksServicer(db), server
-    )
-    invoices_service_pb2_grpc.add_InvoicesServiceServicer_to_server(InvoicesServicer(db), server)
-    refunds_service_pb2_grpc.add_RefundsServiceServicer_to_server(
-        RefundsServicer(db, processor), server
-    )
-    pay_service_pb2_grpc.add_PayServiceServicer_to_server(PayServicer(db, processor), server)
-    billing_service_pb2_grpc.add_BillingServiceServicer_to_server(
-        BillingServicer(db, TestVault(processor)), server
-    )
     hub = Hub(db)
-    events_service_pb2_grpc.add_EventsServiceServicer_to_server(EventsServicer(db, hub), server)
-    webhooks_service_pb2_grpc.add_WebhooksServiceServicer_to_server(WebhooksServicer(db), server)
+    pipeline = Pipeline(db, executor, SERVICE_FILES, issuer=issuer)
+    for servicer, file, service in (
+        (AccountsServicer(db), accounts_service_pb2, "AccountsService"),
+        (AppsServicer(db), apps_service_pb2, "AppsService"),
+        (InstallsServicer(db), installs_service_pb2, "InstallsService"),
+        (OAuthServicer(db, issuer=issuer), installs_service_pb2, "OAuthService"),
+        (OrdersServicer(db), orders_service_pb2, "OrdersService"),
+        (CheckoutSessionsServicer(db), checkout_service_pb2, "CheckoutSessionsService"),
+        (PaymentLinksServicer(db), payment_links_service_pb2, "PaymentLinksService"),
+        (InvoicesServicer(db), invoices_service_pb2, "InvoicesService"),
+        (RefundsServicer(db, processor), refunds_service_pb2, "RefundsService"),
+        (PayServicer(db, processor), pay_service_pb2, "PayService"),
+        (BillingServicer(db, TestVault(processor)), billing_service_pb2, "BillingService"),
+        (EventsServicer(db, hub), events_service_pb2, "EventsService"),
+        (WebhooksServicer(db), webhooks_service_pb2, "WebhooksService"),
+    ):
+        pipeline.add_servicer(server, servicer, file.DESCRIPTOR.services_by_name[service])
 
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -13,7 +13,7 @@ from flint.common.db import Database
 from flint.common.errors import invalid_argument
 from flint.server import idempotency
 from flint.server.convert import ENVIRONMENT_NAMES
-from flint.server.interceptors import current_principal
+from flint.server.rpc import current_principal
 from flint.webhooks import history, presenter, sender, service
 from flint.webhooks.sender import DeliverySettings
 from flint.webhooks.service import EndpointFields, ReplayRange
