@@ -5,6 +5,11 @@ Baselines, measured in the same run right beside the Flint measurement they
 are compared with:
 - gRPC: a bare grpc.aio server with the same generated stub returning the same
   Order from memory (bench/baseline_server.py);
+- also reported on PostgreSQL, beside it: the *floor*, the same bare server
+  doing only one raw database read (GetOrder) or one transaction of three
+  inserts (CreateOrder) per call — the ratio to the bare server no server that
+  keeps its data in PostgreSQL can beat here; Flint's rows note how close to it
+  they come (`vs_floor`);
 - REST through Envoy: Flint's own GetOrder over direct gRPC;
 - SQLite: the same scenario on PostgreSQL.
 
@@ -14,6 +19,7 @@ a latency ratio and is reported, not judged."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import grpc
@@ -102,6 +108,10 @@ class Runs:
         )
 
 
+def _share(flint: Measurement, floor: Measurement) -> str:
+    return f"{flint.throughput / floor.throughput:.2f}" if floor.throughput else "-"
+
+
 def _judged(level: int, holds: bool) -> bool | None:
     return holds if level in JUDGED_AT else None
 
@@ -127,7 +137,12 @@ def measure_database(
         get_request = orders_pb.GetOrderRequest(id=order.id).SerializeToString()
         create_request = new_order_request().SerializeToString()
         rest_url = f"{stack.rest_url}/v1/orders/{order.id}"
-        with BaselineServer(order) as bare:
+        floor = (
+            BaselineServer(order, database_url=stack.database_url)
+            if database == "postgresql"
+            else nullcontext()
+        )
+        with BaselineServer(order) as bare, floor as floor_server:
             for level in runs.levels:
                 flint_get = runs.grpc(
                     stack.grpc_target, GET_ORDER, get_request, stack.app_token, level
@@ -153,6 +168,13 @@ def measure_database(
                 bare_create = runs.grpc(
                     bare.target, CREATE_ORDER, create_request, stack.app_token, level, write=True
                 )
+                assert floor_server is not None  # noqa: S101 - started for PostgreSQL
+                floor_target = floor_server.target
+                floor_get = runs.grpc(floor_target, GET_ORDER, get_request, stack.app_token, level)
+                floor_create = runs.grpc(
+                    floor_target, CREATE_ORDER, create_request, stack.app_token, level, write=True
+                )
+                memory["vs_floor"] = _share(flint_get, floor_get)
                 rows.append(
                     Row(
                         "GetOrder gRPC app token",
@@ -177,11 +199,19 @@ def measure_database(
                 )
                 p99_ratio = flint_create.p99_ms / bare_create.p99_ms if bare_create.p99_ms else 0
                 create_row.notes["p99_ratio"] = f"{p99_ratio:.1f}"
+                create_row.notes["vs_floor"] = _share(flint_create, floor_create)
                 create_row.met = _judged(
                     level,
                     (create_row.ratio or 0) >= CREATE_TARGET and p99_ratio <= CREATE_P99_LIMIT,
                 )
                 rows.append(create_row)
+                rows += [
+                    Row(scenario, database, level, measured, bare_measured, "bare grpc.aio")
+                    for scenario, measured, bare_measured in (
+                        ("GetOrder floor: 1 PG read", floor_get, bare_get),
+                        ("CreateOrder floor: 1 PG txn", floor_create, bare_create),
+                    )
+                ]
                 rest_row = Row(
                     "GetOrder REST via Envoy",
                     database,
