@@ -1,5 +1,6 @@
 """Webhook delivery: throughput of one `flint worker` against raw signed POSTs
-from one Python process with the same HTTP client (httpx), and the latency from
+from one Python process with the same HTTP client (aiohttp: one session,
+CONCURRENCY keep-alive connections and requests in flight), and the latency from
 commit to the receiver on an idle system.
 
 Throughput: N order events are committed with an endpoint subscribed (through
@@ -163,7 +164,7 @@ def throughput(database: DatabaseKind, count: int) -> Row:
         concurrency=CONCURRENCY,
         flint=flint,
         baseline=baseline,
-        baseline_name="raw signed POSTs (httpx)",
+        baseline_name="raw signed POSTs (aiohttp)",
         target=f">= {THROUGHPUT_TARGET:.2f}x and >= {THROUGHPUT_FLOOR:,.0f}/s" if postgres else "",
         met=(ratio >= THROUGHPUT_TARGET and flint.throughput >= THROUGHPUT_FLOOR)
         if postgres

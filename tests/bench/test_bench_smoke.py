@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from bench.harness import format_table
-from bench.scenarios import api
+from bench.scenarios import api, delivery
 
 SMOKE = api.Runs(duration=0.5, warmup=0.2, levels=(4,))
 
@@ -17,11 +17,11 @@ def test_request_path_scenario_measures_flint_and_its_baselines() -> None:
     database = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
     rows = api.measure_database(database, SMOKE, postgres={})  # type: ignore[arg-type]
 
-    assert {row.scenario for row in rows} == {
-        "GetOrder gRPC app token",
-        "CreateOrder idem+outbox",
-        "GetOrder REST via Envoy",
-    }
+    expected = {"GetOrder gRPC app token", "CreateOrder idem+outbox", "GetOrder REST via Envoy"}
+    if database == "postgresql":
+        # Beside the bare server, the floor: one raw PostgreSQL read or transaction per call.
+        expected |= {"GetOrder floor: 1 PG read", "CreateOrder floor: 1 PG txn"}
+    assert {row.scenario for row in rows} == expected
     for row in rows:
         assert row.concurrency == 4
         assert row.flint.ops > 0, row
@@ -36,3 +36,15 @@ def test_request_path_scenario_measures_flint_and_its_baselines() -> None:
     table = format_table(rows)
     assert "GetOrder REST via Envoy" in table
     assert "ratio" in table.splitlines()[0]
+
+
+def test_delivery_scenario_measures_the_worker_and_its_baseline() -> None:
+    database = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
+    row = delivery.throughput(database, 40)  # type: ignore[arg-type]
+
+    assert row.flint.ops == 40, row
+    assert row.baseline is not None
+    assert row.baseline.ops == 40
+    assert row.baseline.errors == 0
+    assert row.baseline_name == "raw signed POSTs (aiohttp)"
+    assert float(row.notes["cpu ms/delivery"]) > 0

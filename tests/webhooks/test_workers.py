@@ -26,6 +26,7 @@ from flint.common.events import EventRecord
 from flint.webhooks import history
 from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 from flint.webhooks.models import WebhookDeliveryRecord
+from flint.webhooks.sender import claim, release
 from flint.webhooks.service import active_secrets
 from flint.webhooks.v1 import webhooks_service_pb2 as pb
 from flint.webhooks.worker import Worker
@@ -339,3 +340,41 @@ def test_https_certificate_for_another_name_fails(hooks: Hooks, db: Database, tm
             eventually(lambda: deliveries(db, endpoint.id)[0].status == "failed")
     [attempt] = attempts(db, deliveries(db, endpoint.id)[0].id)
     assert "certificate" in attempt.error.lower() or "ssl" in attempt.error.lower()
+
+
+def test_a_claimed_delivery_given_back_unsent_leaves_no_attempt(hooks: Hooks, db: Database):
+    settings = fast_settings()
+    endpoint = hooks.create_endpoint("http://127.0.0.1:9/hooks")
+    for _ in range(2):
+        hooks.merchant.create_order()
+    wait_until_sequenced(db)
+    jobs = claim(db, settings, 10)
+    assert len(jobs) == 2
+    kept, given_back = sorted(jobs, key=lambda job: job.delivery_id)
+    release(db, [given_back])
+    by_id = {d.id: d for d in deliveries(db, endpoint.id)}
+    back = by_id[given_back.delivery_id]
+    assert (back.status, back.attempt_count, back.lease_token) == ("pending", 0, "")
+    assert attempts(db, back.id) == []  # it was never sent: no attempt to show
+    assert by_id[kept.delivery_id].lease_token == kept.lease_token
+    assert [a.outcome for a in attempts(db, kept.delivery_id)] == ["in_progress"]
+    [again] = claim(db, settings, 10)
+    assert (again.delivery_id, again.number) == (given_back.delivery_id, 1)
+
+
+def test_a_worker_claiming_ahead_sends_each_delivery_once(hooks: Hooks, db: Database):
+    # A lease longer than an attempt: the worker claims more than its slots.
+    settings = fast_settings(lease=timedelta(seconds=30))
+    with receiver() as rx:
+        endpoint = hooks.create_endpoint(rx.url)
+        for _ in range(30):
+            hooks.merchant.create_order()
+        with running_worker(db, settings):
+            eventually(
+                lambda: [d.status for d in deliveries(db, endpoint.id)] == ["succeeded"] * 30,
+                timeout=30,
+            )
+    assert sorted(rx.ids()) == sorted(set(rx.ids()))
+    assert len(rx.ids()) == 30
+    for delivery in deliveries(db, endpoint.id):
+        assert [a.outcome for a in attempts(db, delivery.id)] == ["succeeded"]

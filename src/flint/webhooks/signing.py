@@ -48,7 +48,9 @@ def _decrypt(key: bytes, ciphertext: str) -> str:
     return Fernet(base64.urlsafe_b64encode(key)).decrypt(ciphertext.encode()).decode()
 
 
+@lru_cache(maxsize=4096)
 def _key(secret: str) -> bytes:
+    # Decoded once per secret, not once per attempt.
     return base64.b64decode(secret.removeprefix(SECRET_PREFIX))
 
 

@@ -2,8 +2,9 @@
 workers may run against one database; each claims its own deliveries.
 
 One event loop does the work: it claims due deliveries in batches (one short
-transaction leases many), sends them concurrently over keep-alive connections,
-and records the finished attempts in batches (one transaction stores many).
+transaction leases up to hundreds, ahead of the senders when the lease allows),
+sends them concurrently over keep-alive connections (aiohttp), and records the
+finished attempts in batches (one transaction stores many).
 Database calls run on a thread so the loop keeps sending meanwhile. The worker
 wakes at once when deliveries appear: on PostgreSQL the sequencer's NOTIFY
 (sent when it commits the fan-out), on SQLite a change of the database's
@@ -17,6 +18,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from datetime import datetime, timedelta
 
 import psycopg
@@ -25,7 +27,15 @@ from sqlalchemy.exc import OperationalError
 from flint.common.db import Database
 from flint.common.logs import log_event
 from flint.webhooks import history
-from flint.webhooks.sender import DeliverySettings, Job, Result, Sender, claim, record_many
+from flint.webhooks.sender import (
+    DeliverySettings,
+    Job,
+    Result,
+    Sender,
+    claim,
+    record_many,
+    release,
+)
 
 logger = logging.getLogger("flint.webhooks")
 
@@ -36,14 +46,22 @@ PURGE_INTERVAL = timedelta(hours=1)
 NOTIFY_CHANNEL = "flint_events"
 # How often the SQLite write-ahead log is looked at for a commit (a stat call).
 SQLITE_WATCH_SECONDS = 0.02
+# Deliveries leased in one claim at most.
+CLAIM_MAX = 512
+# Claimed and not yet recorded, at most: when the database falls behind,
+# claiming waits for it.
+UNRECORDED_MAX = 2 * CLAIM_MAX
 # Attempts stored in one transaction at most.
-RECORD_BATCH = 256
+RECORD_BATCH = 512
 # How long finished attempts wait for others to be stored with (at most).
 RECORD_GATHER_SECONDS = 0.05
 RECORD_GATHER_TICK = 0.005
-# Finished attempts waiting to be stored, at most, per sending slot: when the
-# database falls behind, claiming waits for it.
-UNRECORDED_PER_SLOT = 4
+# Time left in a lease, past the attempt's own timeout, for recording it.
+RECORD_MARGIN_SECONDS = 1.0
+# Weight of the newest attempt in the smoothed latency.
+LATENCY_SMOOTHING = 0.05
+# Latency is never taken as shorter than this when sizing claims.
+MIN_LATENCY_SECONDS = 0.001
 
 
 class Worker:
@@ -77,10 +95,8 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Keeps up to `concurrency` attempts going until `stop` is set, then
-        lets those finish and records them."""
-        # Each attempt is logged once, with its outcome (`webhook_attempt`);
-        # httpx's own line per request would double the logging work.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        lets those finish and records them, and gives back what was claimed
+        but not yet sent."""
         asyncio.run(_Loop(self, stop).run())
 
     def _record(self, done: list[tuple[Job, Result]]) -> None:
@@ -116,6 +132,16 @@ class Worker:
                 delivery_status=status,
             )
 
+    def _release(self, jobs: list[Job]) -> None:
+        """Gives back deliveries claimed but not sent; a failure leaves their
+        leases to expire instead."""
+        try:
+            release(self.db, jobs)
+        except Exception as error:
+            log_event(logger, "webhook_release_failed", level=logging.WARNING, error=str(error))
+            return
+        log_event(logger, "webhook_released", deliveries=len(jobs))
+
     def purge_due(self) -> bool:
         last = self._last_purge
         return last is None or self.settings.clock() - last >= PURGE_INTERVAL
@@ -132,26 +158,52 @@ class Worker:
 
 
 class _Loop:
-    """One run of a worker: the claim loop, the senders, the recorder and the
+    """One run of a worker: the claimer, the senders, the recorder and the
     wake-ups, on one event loop.
 
-    A claimed attempt is sent at once (its lease only has to cover the attempt
-    and its recording, never a wait in a queue), and frees its sending slot as
-    soon as the answer is in; recording follows in batches. Claims wait until a
-    useful batch of slots is free, so one claim transaction leases many."""
+    A claim leases a batch of due deliveries into a local queue, which
+    `concurrency` senders work through over keep-alive connections; recording
+    follows in batches. A claim costs a few round trips whatever its size, so
+    a busy worker claims ahead of its senders, as much as they will send well
+    within the lease (judged from the recent attempt latency). Every job is
+    checked again before it is sent: one that waited so long that the attempt
+    could outlast its lease is given back instead, so no delivery is ever sent
+    by two workers at once."""
 
     def __init__(self, worker: Worker, stop: threading.Event) -> None:
         self.worker = worker
         self.stop = stop
+        settings = worker.settings
         self.wake = asyncio.Event()
+        self.to_record = asyncio.Event()
+        # Claimed jobs (with when they were claimed); None tells a sender to stop.
+        self.ready: asyncio.Queue[tuple[float, Job] | None] = asyncio.Queue()
         self.finished: asyncio.Queue[tuple[Job, Result]] = asyncio.Queue()
-        self.sending = 0
-        # Sent or being sent, and not yet recorded.
+        self.unsent: list[Job] = []
+        # Claimed and not yet recorded (or given back).
         self.unrecorded = 0
+        # How long a claimed job may wait in the queue, so that its attempt
+        # still ends (and is recorded) within the lease.
+        self.queue_budget = (
+            settings.lease.total_seconds() - settings.total_timeout - RECORD_MARGIN_SECONDS
+        )
+        # With a lease too short for any wait, claims take only free slots.
+        self.prefetch = self.queue_budget > 0
+        # Seconds per attempt, smoothed; pessimistic until attempts are seen.
+        self.latency = settings.total_timeout
+        self.sending = 0
+        # The claimer is woken when an attempt ends with this many or fewer queued.
+        self.low_water = worker.concurrency
 
-    def _free(self) -> int:
+    def _queue_target(self) -> int:
+        """How many claimed jobs to keep ready: what the senders start within
+        half the queue budget at the recent latency (free slots only, when
+        jobs may not wait)."""
         concurrency = self.worker.concurrency
-        return min(concurrency - self.sending, UNRECORDED_PER_SLOT * concurrency - self.unrecorded)
+        if not self.prefetch:
+            return concurrency - self.sending
+        per_slot = int(self.queue_budget / 2 / max(self.latency, MIN_LATENCY_SECONDS))
+        return min(CLAIM_MAX, concurrency * max(1, per_slot))
 
     async def run(self) -> None:
         worker = self.worker
@@ -160,35 +212,18 @@ class _Loop:
             asyncio.create_task(self._watch_sqlite() if worker.db.is_sqlite else self._listen()),
         ]
         recorder = asyncio.create_task(self._recorder())
-        tasks: set[asyncio.Task[None]] = set()
-        batch = max(1, worker.concurrency // 2)
         async with Sender(worker.settings, connections=worker.concurrency) as sender:
-            while not self.stop.is_set():
-                free = self._free()
-                if free < batch and self.sending:
-                    await self._sleep(None)  # a slot frees up when an attempt ends
-                    continue
-                jobs: list[Job] = []
-                try:
-                    if free > 0:
-                        jobs = await asyncio.to_thread(claim, worker.db, worker.settings, free)
-                    if worker.purge_due():
-                        await asyncio.to_thread(worker.purge)
-                except OperationalError as error:
-                    log_event(
-                        logger, "webhook_claim_failed", level=logging.WARNING, error=str(error.orig)
-                    )
-                self.sending += len(jobs)
-                self.unrecorded += len(jobs)
-                for job in jobs:
-                    task = asyncio.create_task(self._send(sender, job))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if not jobs or len(jobs) < free:
-                    # Nothing more is due now: until a wake-up, or the next poll.
-                    await self._sleep(worker.poll_seconds)
-            if tasks:
-                await asyncio.wait(tasks)
+            senders = [asyncio.create_task(self._sender(sender)) for _ in range(worker.concurrency)]
+            await self._claimer()
+            # Stopping: what is being sent finishes; what waits is given back.
+            while not self.ready.empty():
+                queued = self.ready.get_nowait()
+                if queued is not None:
+                    self.unsent.append(queued[1])
+            self.to_record.set()
+            for _ in senders:
+                self.ready.put_nowait(None)
+            await asyncio.gather(*senders)
         while self.unrecorded:
             await self._sleep(None)
         # Awaited, so the LISTEN connection is closed, not left to the collector.
@@ -196,31 +231,90 @@ class _Loop:
             task.cancel()
         await asyncio.gather(recorder, *watchers, return_exceptions=True)
 
+    async def _claimer(self) -> None:
+        worker = self.worker
+        while not self.stop.is_set():
+            target = self._queue_target()
+            queued = self.ready.qsize()
+            size = min(target - queued, UNRECORDED_MAX - self.unrecorded)
+            # Claim again once the queue is down to half its target, so one
+            # claim leases many and the senders never wait for it.
+            self.low_water = target // 2 if self.prefetch else target
+            if size < max(1, target // 2) and (queued or self.sending):
+                await self._sleep(None)  # until attempts end
+                continue
+            jobs: list[Job] = []
+            # Before the claim: its leases start while it runs.
+            claimed_at = time.monotonic()
+            try:
+                if size > 0:
+                    jobs = await asyncio.to_thread(claim, worker.db, worker.settings, size)
+                self.unrecorded += len(jobs)
+                for job in jobs:
+                    self.ready.put_nowait((claimed_at, job))
+                if worker.purge_due():
+                    await asyncio.to_thread(worker.purge)
+            except OperationalError as error:
+                log_event(
+                    logger, "webhook_claim_failed", level=logging.WARNING, error=str(error.orig)
+                )
+            if len(jobs) < size or size <= 0:
+                # Nothing more is due now (or the recorder is behind): until a
+                # wake-up, or the next poll.
+                await self._sleep(worker.poll_seconds)
+
     async def _sleep(self, timeout: float | None) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
         self.wake.clear()
 
-    async def _send(self, sender: Sender, job: Job) -> None:
-        result = await sender.send(job)
-        self.sending -= 1
-        self.finished.put_nowait((job, result))
-        self.wake.set()
+    async def _sender(self, sender: Sender) -> None:
+        while True:
+            queued = await self.ready.get()
+            if queued is None:
+                return
+            claimed_at, job = queued
+            if self.prefetch and time.monotonic() - claimed_at > self.queue_budget:
+                self.unsent.append(job)  # its attempt could outlast the lease
+                self.to_record.set()
+                continue
+            self.sending += 1
+            try:
+                result = await sender.send(job)
+            finally:
+                self.sending -= 1
+            self.latency += LATENCY_SMOOTHING * (result.latency_ms / 1000 - self.latency)
+            self.finished.put_nowait((job, result))
+            self.to_record.set()
+            if self.ready.qsize() <= self.low_water:
+                self.wake.set()  # time to claim again
 
     async def _recorder(self) -> None:
-        """Stores what finished since the last batch, while the next ones send."""
+        """Stores what finished since the last batch, while the next ones send,
+        and gives back what waited too long to be sent."""
         loop = asyncio.get_running_loop()
         while True:
-            done = [await self.finished.get()]
+            if self.unsent:
+                unsent, self.unsent = self.unsent, []
+                try:
+                    await asyncio.to_thread(self.worker._release, unsent)
+                finally:
+                    self.unrecorded -= len(unsent)
+                    self.wake.set()
+            if self.finished.empty():
+                await self.to_record.wait()  # until something finishes or is given back
+                self.to_record.clear()
+                continue
+            done: list[tuple[Job, Result]] = []
             # A moment to gather more: each transaction costs about as much as
-            # the rows in it, so a busy worker stores a slot's worth at a time.
+            # the rows in it, so a busy worker stores many at a time.
             gather_until = loop.time() + RECORD_GATHER_SECONDS
             while True:
                 while len(done) < RECORD_BATCH and not self.finished.empty():
                     done.append(self.finished.get_nowait())
                 if len(done) >= self.worker.concurrency or loop.time() >= gather_until:
                     break
-                if not self.sending:
+                if self.ready.empty() and len(done) >= self.unrecorded:
                     break  # nothing more is coming
                 await asyncio.sleep(RECORD_GATHER_TICK)
             try:
