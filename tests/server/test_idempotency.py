@@ -10,6 +10,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import empty_pb2
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.apps import service as apps_service
@@ -31,7 +32,7 @@ from flint.common.errors import Code, FlintError
 from flint.server import app as server_app
 from flint.server import idempotency
 from flint.server.app import SERVICE_FILES
-from tests.conftest import MerchantCreds, PartnerCreds, bearer, start_grpc_server, wait_until
+from tests.conftest import MerchantCreds, PartnerCreds, bearer, start_grpc_server
 from tests.errors import grpc_error, rest_error
 from tests.server.conftest import InProcess
 
@@ -322,42 +323,54 @@ def test_write_servicers_commit_through_idempotency():
 # --- concurrency ----------------------------------------------------------------------
 
 
+@dataclass
+class SlowCreate:
+    started: threading.Event
+    release: threading.Event
+
+
 @pytest.fixture
-def slow_create_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """CreateApp (in-process server) waits for the returned event before writing."""
-    release = threading.Event()
+def slow_create_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowCreate]:
+    """CreateApp (in-process server) waits for `release` before writing, inside
+    its transaction (which holds its claim of the key)."""
+    slow_create = SlowCreate(threading.Event(), threading.Event())
     create_app = apps_service.create_app
 
     def slow(*args: Any, **kwargs: Any) -> Any:
-        release.wait(20)
+        slow_create.started.set()
+        slow_create.release.wait(20)
         return create_app(*args, **kwargs)
 
     monkeypatch.setattr(apps_service, "create_app", slow)
-    yield release
-    release.set()
+    yield slow_create
+    slow_create.release.set()
 
 
-def test_concurrent_duplicate_in_flight_is_refused_in_use(
-    in_process: InProcess, slow_create_app: threading.Event, new_partner, db
+def test_concurrent_duplicate_waits_for_the_request_in_flight_and_gets_its_response(
+    in_process: InProcess, slow_create_app: SlowCreate, new_partner, db
 ):
+    """The claim commits with the handler's change, so a duplicate sent while
+    the first is in flight waits for that commit, then answers from it."""
     stub = pb_grpc.AppsServiceStub(in_process.channel)
     key = new_key()
     first = stub.CreateApp.future(app_request(), metadata=with_key(new_partner.key, key))
-    wait_until(lambda: [row.status for row in stored_rows(db, key)] == ["in_progress"])
+    assert slow_create_app.started.wait(10)
+    duplicate = stub.CreateApp.future(app_request(), metadata=with_key(new_partner.key, key))
+    other = stub.CreateApp.future(app_request("Other"), metadata=with_key(new_partner.key, key))
+    # Nothing of the first request is visible yet: its claim is not committed.
+    assert stored_rows(db, key) == []
+    # The duplicates wait for the first request's transaction.
+    with pytest.raises(grpc.FutureTimeoutError):
+        duplicate.result(0.5)
+    assert not other.done()
 
-    error = refused(lambda: stub.CreateApp(app_request(), metadata=with_key(new_partner.key, key)))
-    details = grpc_error(error)
-    assert (details.code, details.reason) == ("ABORTED", "IDEMPOTENCY_KEY_IN_USE")
-    # Another request with the key in flight: reused, not in use.
-    error = refused(
-        lambda: stub.CreateApp(app_request("Other"), metadata=with_key(new_partner.key, key))
-    )
-    assert grpc_error(error).reason == "IDEMPOTENCY_KEY_REUSED"
-
-    slow_create_app.set()
+    slow_create_app.release.set()
     created = first.result(20)
-    again = stub.CreateApp(app_request(), metadata=with_key(new_partner.key, key))
-    assert again.SerializeToString() == created.SerializeToString()
+    assert duplicate.result(20).SerializeToString() == created.SerializeToString()
+    # Another request with the key: reused.
+    with pytest.raises(grpc.RpcError) as caught:
+        other.result(20)
+    assert grpc_error(caught.value).reason == "IDEMPOTENCY_KEY_REUSED"
     assert [app.id for app in list_apps(stub, new_partner)] == [created.id]
 
 
@@ -530,6 +543,124 @@ def test_commit_without_a_claim_just_commits(db):
         record_change(uow, change)
         assert idempotency.commit(uow, pb.App(id="app_plain")) == pb.App(id="app_plain")
     assert change_exists(db, change)
+
+
+# --- call_with_key: the claim commits with the handler's first transaction ----------
+
+
+def new_principal() -> Principal:
+    return Principal(PrincipalKind.PARTNER, f"par_{secrets.token_hex(8)}")
+
+
+def keyed_call(db: Database, principal: Principal, key: str, run: Callable[[], pb.App]) -> Any:
+    return idempotency.call_with_key(
+        db,
+        principal=principal,
+        key=key,
+        method=CREATE_APP,
+        request=app_request(),
+        response_class=pb.App,
+        run=run,
+    )
+
+
+def test_a_keyed_call_commits_its_claim_change_and_response_once(db):
+    principal, key, change = new_principal(), new_key(), new_key()
+    commits: list[object] = []
+
+    def counted(connection: object) -> None:
+        commits.append(connection)
+
+    event.listen(db.engine, "commit", counted)
+    try:
+        response, outcome = keyed_call(
+            db, principal, key, lambda: commit_with_claim_held(db, pb.App(id="app_1"), change)
+        )
+    finally:
+        event.remove(db.engine, "commit", counted)
+    assert (response.id, outcome) == ("app_1", "claimed")
+    assert len(commits) == 1
+    assert [row.status for row in stored_rows(db, key)] == ["done"]
+    assert change_exists(db, change)
+
+
+def test_a_replay_answers_without_running_the_handler(db):
+    principal, key = new_principal(), new_key()
+    keyed_call(db, principal, key, lambda: commit_with_claim_held(db, pb.App(id="app_1")))
+
+    def must_not_run() -> pb.App:
+        raise AssertionError("the handler ran for a replay")
+
+    response, outcome = keyed_call(db, principal, key, must_not_run)
+    assert (response.id, outcome) == ("app_1", "replayed")
+
+
+def test_a_handler_failing_before_its_first_commit_rolls_its_claim_back(db):
+    principal, key, change = new_principal(), new_key(), new_key()
+
+    def failing() -> pb.App:
+        with db.unit_of_work() as uow:
+            record_change(uow, change)
+            raise FlintError(Code.FAILED_PRECONDITION, "NOPE", "refused")
+
+    with pytest.raises(FlintError):
+        keyed_call(db, principal, key, failing)
+    assert stored_rows(db, key) == []
+    assert not change_exists(db, change)
+    # The key is free for a corrected retry.
+    _, outcome = keyed_call(db, principal, key, lambda: commit_with_claim_held(db, pb.App()))
+    assert outcome == "claimed"
+
+
+def test_a_handler_that_commits_twice_holds_the_key_in_use_in_between(db):
+    """Handlers that commit a first step before a network call (payments) hold
+    the key, committed as in progress, until their last commit."""
+    principal, key = new_principal(), new_key()
+    ref = store.key_ref(principal, key)
+    request = app_request().SerializeToString(deterministic=True)
+    seen: list[str] = []
+
+    def two_steps() -> pb.App:
+        with db.unit_of_work() as uow:
+            record_change(uow, new_key())
+            uow.commit()
+        with ThreadPoolExecutor(1) as pool:
+            seen.append(pool.submit(claim_outcome, db, ref, request).result(10))
+        return commit_with_claim_held(db, pb.App(id="app_2"))
+
+    response, _ = keyed_call(db, principal, key, two_steps)
+    assert response.id == "app_2"
+    assert seen == ["IDEMPOTENCY_KEY_IN_USE"]
+    assert claim_outcome(db, ref, request) == "replayed"
+
+
+def test_a_handler_failing_after_its_first_commit_releases_the_key(db):
+    principal, key = new_principal(), new_key()
+
+    def fails_after_first_step() -> pb.App:
+        with db.unit_of_work() as uow:
+            record_change(uow, new_key())
+            uow.commit()
+        raise FlintError(Code.UNAVAILABLE, "PROCESSOR_DOWN", "try again")
+
+    with pytest.raises(FlintError):
+        keyed_call(db, principal, key, fails_after_first_step)
+    assert stored_rows(db, key) == []
+
+
+def commit_with_claim_held(db: Database, response: pb.App, change: str = "") -> pb.App:
+    """A write handler under `call_with_key`: its change and its response."""
+    with db.unit_of_work() as uow:
+        record_change(uow, change or new_key())
+        return idempotency.commit(uow, response)
+
+
+def claim_outcome(db: Database, ref: store.KeyRef, request: bytes) -> str:
+    try:
+        outcome = store.claim(db, ref, CREATE_APP, request)
+    except FlintError as error:
+        return error.reason
+    return "replayed" if isinstance(outcome, store.Replay) else "claimed"
 
 
 def test_concurrent_claims_of_one_key_leave_one_winner(db):

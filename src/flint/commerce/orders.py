@@ -22,7 +22,7 @@ from flint.commerce.models import (
     PaymentRecord,
     RefundRecord,
 )
-from flint.common.db import UnitOfWork
+from flint.common.db import UnitOfWork, insert_now
 from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.ids import new_id
 from flint.common.money import display, normalize_currency
@@ -85,7 +85,7 @@ def new_order(
         canceled_at=None,
         fulfilled_at=None,
     )
-    uow.session.add(order)
+    insert_now(uow.session, order)
     timeline.add_entry(
         uow,
         tenant,

@@ -5,9 +5,9 @@ its change committed."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Index, Integer, String, Table, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flint.common.db import Base, UnitOfWork
@@ -41,6 +41,9 @@ class EventRecord(Base):
     )
 
 
+_INSERT = insert(cast(Table, EventRecord.__table__))
+
+
 def record_event(
     uow: UnitOfWork,
     *,
@@ -52,28 +55,34 @@ def record_event(
     object_version: int,
     data: dict[str, Any],
     app_id: str = "",
-) -> EventRecord:
+) -> str:
+    """Writes the event in `uow`'s transaction; returns its id."""
     from flint.events.catalog import BY_NAME  # noqa: PLC0415 - events builds on common
 
     if type not in BY_NAME or BY_NAME[type].object_type != object_type:
         raise ValueError(f"{type!r} on {object_type!r} is not in the event catalog")
-    event = EventRecord(
-        id=new_id("evt"),
-        merchant_id=merchant_id,
-        environment=environment,
-        type=type,
-        object_type=object_type,
-        object_id=object_id,
-        object_version=object_version,
-        data=data,
-        app_id=app_id,
-        created_at=uow.now,
-        cursor=None,
+    event_id = new_id("evt")
+    # A Core insert, at once: an event is written once and never changed in its
+    # transaction, so the ORM's unit-of-work bookkeeping would be pure cost.
+    uow.session.connection().execute(
+        _INSERT,
+        {
+            "id": event_id,
+            "merchant_id": merchant_id,
+            "environment": environment,
+            "type": type,
+            "object_type": object_type,
+            "object_id": object_id,
+            "object_version": object_version,
+            "data": data,
+            "app_id": app_id,
+            "created_at": uow.now,
+            "cursor": None,
+        },
     )
-    uow.session.add(event)
     # Number it (and fan it out) as soon as it is committed.
     uow.after_commit(_kick_sequencer)
-    return event
+    return event_id
 
 
 def _kick_sequencer() -> None:

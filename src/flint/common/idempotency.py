@@ -2,10 +2,12 @@
 
 A caller (the scope: one install, merchant, partner, the platform operator, or one
 internal credential) sends a key with a state-changing request. The first request
-*claims* the key in a short transaction of its own; the handler's change and the
-response it returns are then committed together (`complete`, inside the handler's
-own transaction), so a crash can never leave a change without its response, nor a
-response without its change. A key lives 24 hours from its claim.
+*claims* the key (`claim_in`) in the transaction of the handler's first change, and
+the handler's change and the response it returns are committed together
+(`complete`, inside the handler's own transaction), so a crash can never leave a
+change without its response, nor a response without its change. A handler that
+commits in several steps (reserve, call a processor, settle) commits the claim,
+still in flight, with its first step. A key lives 24 hours from its claim.
 
 Answers for a key that is already taken:
 
@@ -24,7 +26,10 @@ stick to the key for a day.)
 
 Concurrency holds on both databases: SQLite serialises writers (`BEGIN IMMEDIATE`),
 and on PostgreSQL the primary key refuses a second claim, whose transaction then
-reads the row under a row lock.
+reads the row under a row lock. Either way a duplicate sent while the first
+request's claim is not yet committed waits for that transaction, then answers
+from what it committed: the stored response, IDEMPOTENCY_KEY_IN_USE (a first step
+committed) or, if it rolled back, a claim of its own.
 
 Responses may carry secrets shown once (a client secret, a token), so they are
 stored encrypted (Fernet, platform key `idempotency`), and the request is stored
@@ -36,21 +41,22 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import cast
 
 from cryptography.fernet import Fernet
-from sqlalchemy import ColumnElement, Index, String, Text, and_, delete, select, update
+from sqlalchemy import Index, String, Table, Text, and_, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from flint.common.auth import Principal, PrincipalKind
-from flint.common.db import Base, Database
+from flint.common.db import Base, Database, UnitOfWork
 from flint.common.errors import Code, FlintError, invalid_argument
 from flint.common.platform_keys import IDEMPOTENCY_KEY, platform_key
 
@@ -110,6 +116,8 @@ class Claim:
     claim_id: str
     method: str
     request_hash: str
+    # Whether the claim's transaction committed (the key is held in the table).
+    committed: bool = False
     completed: bool = False
 
 
@@ -143,25 +151,27 @@ def key_ref(principal: Principal, key: str) -> KeyRef:
     return KeyRef(scope_of(principal), principal.environment, key)
 
 
-def _subkey(session: Session, label: bytes) -> bytes:
-    return hmac.digest(platform_key(session, IDEMPOTENCY_KEY), label, "sha256")
+def _keys(session: Session) -> _Keys:
+    return _derive(platform_key(session, IDEMPOTENCY_KEY))
 
 
-def _fernet(session: Session) -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(_subkey(session, b"flint.idempotency.response")))
+class _Keys:
+    """The request-hash key and the response cipher, derived from the platform key."""
+
+    def __init__(self, platform: bytes) -> None:
+        self.request = hmac.digest(platform, b"flint.idempotency.request", "sha256")
+        response = hmac.digest(platform, b"flint.idempotency.response", "sha256")
+        self.fernet = Fernet(base64.urlsafe_b64encode(response))
+
+
+@functools.lru_cache(maxsize=8)
+def _derive(platform: bytes) -> _Keys:
+    return _Keys(platform)
 
 
 def request_hash(session: Session, method: str, request: bytes) -> str:
-    key = _subkey(session, b"flint.idempotency.request")
+    key = _keys(session).request
     return hmac.new(key, method.encode() + b"\0" + request, hashlib.sha256).hexdigest()
-
-
-def _where(ref: KeyRef) -> ColumnElement[bool]:
-    return and_(
-        IdempotencyKeyRecord.scope == ref.scope,
-        IdempotencyKeyRecord.environment == ref.environment,
-        IdempotencyKeyRecord.key == ref.key,
-    )
 
 
 def reused() -> FlintError:
@@ -181,47 +191,85 @@ def in_use() -> FlintError:
     )
 
 
-def claim(db: Database, ref: KeyRef, method: str, request: bytes) -> Claim | Replay:
-    """Claims `ref` for this request, or answers from what the key already holds.
-    Raises IDEMPOTENCY_KEY_REUSED or IDEMPOTENCY_KEY_IN_USE."""
+_TABLE = cast(Table, IdempotencyKeyRecord.__table__)
+_KEY_COLUMNS = (_TABLE.c.scope, _TABLE.c.environment, _TABLE.c.key)
+# Core statements, built once: the ORM's bulk insert/update machinery costs
+# more CPU than the statements themselves. ON CONFLICT DO NOTHING rather than
+# catching the duplicate in a savepoint: two round trips fewer on PostgreSQL.
+_INSERT = {
+    "postgresql": pg_insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.claim_id),
+    "sqlite": sqlite_insert(_TABLE).on_conflict_do_nothing().returning(_TABLE.c.claim_id),
+}
+_BY_KEY = and_(*(column == bindparam(f"k_{column.name}") for column in _KEY_COLUMNS))
+_LOCK_ROW = select(_TABLE).where(_BY_KEY).with_for_update()
+_TAKE_OVER = update(_TABLE).where(_BY_KEY)
+_HELD = and_(
+    _BY_KEY,
+    _TABLE.c.claim_id == bindparam("k_claim_id"),
+    _TABLE.c.status == Status.IN_PROGRESS.value,
+)
+_COMPLETE = (
+    update(_TABLE)
+    .where(_HELD)
+    .values(
+        status=Status.DONE.value,
+        response=bindparam("v_response"),
+        locked_until=bindparam("v_locked_until"),
+    )
+)
+_RELEASE = delete(_TABLE).where(_HELD)
+
+
+def _key_params(ref: KeyRef) -> dict[str, str]:
+    return {"k_scope": ref.scope, "k_environment": ref.environment, "k_key": ref.key}
+
+
+def claim_in(uow: UnitOfWork, ref: KeyRef, method: str, request: bytes) -> Claim | Replay:
+    """Claims `ref` for this request inside `uow` (the claim holds once `uow`
+    commits), or answers from what the key already holds. Raises
+    IDEMPOTENCY_KEY_REUSED or IDEMPOTENCY_KEY_IN_USE.
+
+    On PostgreSQL, a claim of the same key in a transaction not yet committed
+    makes this one wait for it, then see what it committed."""
+    session, now = uow.session, uow.now
+    connection = session.connection()
+    digest = request_hash(session, method, request)
+    new = Claim(ref, uuid.uuid4().hex, method, digest)
+    held = _claim_fields(new, now)
+    where = _key_params(ref)
     for _ in range(_CLAIM_ATTEMPTS):
-        with db.unit_of_work() as uow:
-            session, now = uow.session, uow.now
-            digest = request_hash(session, method, request)
-            new = Claim(ref, uuid.uuid4().hex, method, digest)
-            held = _claim_fields(new, now)
-            # ON CONFLICT DO NOTHING rather than catching the duplicate in a
-            # savepoint: two round trips fewer on PostgreSQL.
-            inserted = session.scalar(
-                _insert_if_absent(db)
-                .values(scope=ref.scope, environment=ref.environment, key=ref.key, **held)
-                .on_conflict_do_nothing()
-                .returning(IdempotencyKeyRecord.claim_id)
-            )
-            if inserted is not None:
-                uow.commit()
-                return new
-            # The key exists: decide under the row lock (PostgreSQL) or the
-            # database lock this writer holds (SQLite).
-            row = session.scalar(select(IdempotencyKeyRecord).where(_where(ref)).with_for_update())
-            if row is None:
-                continue  # released between our insert and our read: try again
-            abandoned = row.status == Status.IN_PROGRESS and row.locked_until <= now
-            if row.expires_at <= now or abandoned:
-                # Expired, or its server died before committing anything: take it over.
-                session.execute(update(IdempotencyKeyRecord).where(_where(ref)).values(**held))
-                uow.commit()
-                return new
-            if row.method != method or not hmac.compare_digest(row.request_hash, digest):
-                raise reused()
-            if row.status != Status.DONE or row.response is None:
-                raise in_use()
-            return Replay(_fernet(session).decrypt(row.response.encode()))
+        inserted = connection.execute(
+            _INSERT[connection.dialect.name],
+            {"scope": ref.scope, "environment": ref.environment, "key": ref.key, **held},
+        ).scalar()
+        if inserted is not None:
+            return new
+        # The key exists: decide under the row lock (PostgreSQL) or the
+        # database lock this writer holds (SQLite).
+        row = connection.execute(_LOCK_ROW, where).one_or_none()
+        if row is None:
+            continue  # released between our insert and our read: try again
+        abandoned = row.status == Status.IN_PROGRESS and row.locked_until <= now
+        if row.expires_at <= now or abandoned:
+            # Expired, or its server died before committing anything: take it over.
+            connection.execute(_TAKE_OVER.values(**held), where)
+            return new
+        if row.method != method or not hmac.compare_digest(row.request_hash, digest):
+            raise reused()
+        if row.status != Status.DONE or row.response is None:
+            raise in_use()
+        return Replay(_keys(session).fernet.decrypt(row.response.encode()))
     raise in_use()
 
 
-def _insert_if_absent(db: Database) -> Any:
-    return sqlite_insert(IdempotencyKeyRecord) if db.is_sqlite else pg_insert(IdempotencyKeyRecord)
+def claim(db: Database, ref: KeyRef, method: str, request: bytes) -> Claim | Replay:
+    """Claims `ref` in a transaction of its own (see `claim_in`)."""
+    with db.unit_of_work() as uow:
+        outcome = claim_in(uow, ref, method, request)
+        if isinstance(outcome, Claim):
+            uow.commit()
+            outcome.committed = True
+        return outcome
 
 
 def _claim_fields(new: Claim, now: datetime) -> dict[str, object]:
@@ -241,33 +289,26 @@ def complete(session: Session, held: Claim, response: bytes, now: datetime) -> N
     """Marks the key done with its response, inside the transaction of the change
     itself. Raises IDEMPOTENCY_KEY_IN_USE if the claim was lost (its lease ran out
     and another request took the key), so that the change rolls back."""
-    result = session.execute(
-        update(IdempotencyKeyRecord)
-        .where(
-            _where(held.ref),
-            IdempotencyKeyRecord.claim_id == held.claim_id,
-            IdempotencyKeyRecord.status == Status.IN_PROGRESS.value,
-        )
-        .values(
-            status=Status.DONE.value,
-            response=_fernet(session).encrypt(response).decode(),
-            locked_until=now,
-        )
-        .execution_options(synchronize_session=False)
+    # The change's own statements first, in the order they were made.
+    session.flush()
+    result = session.connection().execute(
+        _COMPLETE,
+        {
+            **_key_params(held.ref),
+            "k_claim_id": held.claim_id,
+            "v_response": _keys(session).fernet.encrypt(response).decode(),
+            "v_locked_until": now,
+        },
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise in_use()
 
 
 def release(db: Database, held: Claim) -> None:
     """Gives the key back after a request that changed nothing (it failed)."""
     with db.unit_of_work() as uow:
-        uow.session.execute(
-            delete(IdempotencyKeyRecord).where(
-                _where(held.ref),
-                IdempotencyKeyRecord.claim_id == held.claim_id,
-                IdempotencyKeyRecord.status == Status.IN_PROGRESS.value,
-            )
+        uow.session.connection().execute(
+            _RELEASE, {**_key_params(held.ref), "k_claim_id": held.claim_id}
         )
         uow.commit()
 

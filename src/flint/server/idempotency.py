@@ -6,10 +6,14 @@ Every write handler ends its unit of work with
     return idempotency.commit(uow, response)
 
 instead of `uow.commit(); return response`. When the call came with an
-`idempotency-key`, the IdempotencyInterceptor (see interceptors.py) has claimed
-the key before the handler ran, and `commit` stores the response (encrypted) in
-the same transaction as the handler's change: both commit, or neither does. The
-storage and its rules live in flint.common.idempotency.
+`idempotency-key`, the RPC pipeline (see rpc.py) runs the handler through
+`call_with_key`, which claims the key before the handler runs, in a transaction
+that the handler's first `unit_of_work()` takes over; `commit` stores the
+response (encrypted) in the same transaction as the handler's change: claim,
+change and response commit together, or none does. (So a handler's first unit of
+work must end in a commit or an error: one that closes without committing drops
+the claim, and the call ends IDEMPOTENCY_KEY_IN_USE rather than risk a second
+change.) The storage and its rules live in flint.common.idempotency.
 """
 
 from __future__ import annotations
@@ -102,23 +106,38 @@ def call_with_key(
 ) -> tuple[Message, str]:
     """Runs `run` (the write handler) under the caller's idempotency `key`, or
     answers with the response stored for it. Returns the response and what
-    happened to the key: "claimed" or "replayed". A handler that raises (or
-    never calls `commit`) releases the key."""
+    happened to the key: "claimed" or "replayed".
+
+    The claim is written in a transaction that the handler's first
+    `unit_of_work()` takes over, so it commits with the handler's first commit
+    (one commit per call, not two). A handler that fails before that commit rolls
+    the claim back with its change; one that fails after it (or never calls
+    `commit`) releases the key."""
     ref = store.key_ref(principal, key)
-    outcome = store.claim(db, ref, method, request.SerializeToString(deterministic=True))
-    if isinstance(outcome, store.Replay):
-        return response_class.FromString(outcome.response), "replayed"
-    try:
-        with holding(outcome):
-            response = run()
-    except BaseException:
-        _release(db, outcome)
-        raise
-    if not outcome.completed:
-        # Nothing stored for the key (a handler that wrote nothing): give it
-        # back rather than block it until its lease ends.
+    payload = request.SerializeToString(deterministic=True)
+    with db.handing_over() as uow:
+        # A replay or a refusal here ends the call before the handler runs.
+        outcome = store.claim_in(uow, ref, method, payload)
+        if isinstance(outcome, store.Replay):
+            return response_class.FromString(outcome.response), "replayed"
+        uow.after_commit(lambda: _mark_committed(outcome))
+        try:
+            with holding(outcome):
+                response = run()
+        except BaseException:
+            if outcome.committed and not outcome.completed:
+                _release(db, outcome)
+            raise
+    if outcome.committed and not outcome.completed:
+        # The claim committed but nothing was stored for the key (a handler that
+        # committed with `uow.commit()`): give it back rather than block it
+        # until its lease ends.
         _release(db, outcome)
     return response, "claimed"
+
+
+def _mark_committed(claim: store.Claim) -> None:
+    claim.committed = True
 
 
 def _release(db: Database, claim: store.Claim) -> None:
