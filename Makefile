@@ -24,8 +24,11 @@ run: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/flint dev
 
-# The whole suite on both databases; each run creates its own fresh database.
-test: test-sqlite test-postgresql
+# The whole suite on both databases, both at once: each run creates its own fresh
+# database and picks its own free ports. Each run's output is printed whole when
+# it ends (`make test-sqlite` / `make test-postgresql` run one, streaming).
+test: $(STAMP) $(CHROMIUM)
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
 
 test-sqlite: $(STAMP) $(CHROMIUM)
 	FLINT_TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_ARGS)
