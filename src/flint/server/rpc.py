@@ -61,7 +61,7 @@ class CallState:
     idempotency: str = ""
 
     @property
-    def trailers(self) -> tuple[tuple[str, str], ...]:
+    def response_metadata(self) -> tuple[tuple[str, str], ...]:
         """The metadata every answer carries."""
         return (("x-request-id", self.request_id),)
 
@@ -153,7 +153,7 @@ class Pipeline:
 
         async def unary(request: Any, context: Any) -> Any:
             call, started = _begin(spec, context)
-            context.set_trailing_metadata(call.trailers)
+            context.set_trailing_metadata(call.response_metadata)
             try:
                 if run_async:
                     await self._in_pool(self._authenticate, spec, call)
@@ -172,7 +172,7 @@ class Pipeline:
 
         async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
             call, started = _begin(spec, context)
-            await context.send_initial_metadata(call.trailers)
+            await context.send_initial_metadata(call.response_metadata)
             try:
                 await self._in_pool(self._authenticate, spec, call)
                 async for item in behavior(request, context):
@@ -264,7 +264,10 @@ async def _abort(call: CallState, context: Any, error: Exception) -> None:
     await context.abort(
         GRPC_CODES[error.code],
         status.message,
-        trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()), *call.trailers),
+        trailing_metadata=(
+            (STATUS_DETAILS_KEY, status.SerializeToString()),
+            *call.response_metadata,
+        ),
     )
 
 
