@@ -13,10 +13,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from flint.apps import service as apps_service
+from flint.apps import servicer as apps_servicer
 from flint.apps.v1 import apps_service_pb2 as apps_pb
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
 from flint.server.access import access_rules
-from flint.server.app import SERVICE_FILES, SERVICE_NAMES
+from flint.server.app import DEFAULT_WORKER_THREADS, SERVICE_FILES, SERVICE_NAMES
 from tests.conftest import PartnerCreds, bearer, start_grpc_server, wait_until
 from tests.errors import grpc_error
 
@@ -103,6 +104,42 @@ def test_unexpected_error_is_internal_with_a_logged_error_id(
     assert logged
     assert logged[0].fields["error_id"] == error_id  # type: ignore[attr-defined]
     assert logged[0].exc_info is not None
+
+
+def test_reads_are_served_while_every_write_thread_is_busy(in_process, new_partner, monkeypatch):
+    """Writes may wait long (a card processor, a lock); they have a pool of their
+    own, so however many wait, reads still run."""
+    entered = threading.Semaphore(0)
+    release = threading.Event()
+    fields = apps_servicer.app_fields
+
+    def slow_fields(app: object) -> object:
+        entered.release()
+        release.wait(30)
+        return fields(app)
+
+    monkeypatch.setattr(apps_servicer, "app_fields", slow_fields)
+    stub = apps_grpc.AppsServiceStub(in_process.channel)
+    writes = [
+        stub.CreateApp.future(
+            apps_pb.CreateAppRequest(
+                app=apps_pb.App(name=f"Busy {n}", redirect_uris=["https://busy.example/cb"])
+            ),
+            metadata=bearer(new_partner.key),
+        )
+        for n in range(DEFAULT_WORKER_THREADS)
+    ]
+    try:
+        for _ in writes:
+            assert entered.acquire(timeout=10), "not every write thread got busy"
+        scopes = stub.ListScopes(
+            apps_pb.ListScopesRequest(), metadata=bearer(new_partner.key), timeout=5
+        )
+        assert any(scope.name == "orders:read" for scope in scopes.scopes)
+    finally:
+        release.set()
+    # The writes carry on once released (the app's fields were never the problem).
+    assert all(write.result(30).name.startswith("Busy ") for write in writes)
 
 
 def test_shutdown_lets_in_flight_calls_finish_and_refuses_new_ones(

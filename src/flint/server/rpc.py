@@ -7,8 +7,9 @@ server starts (grpc.aio interceptors would rebuild their handlers on every call)
 2. authentication and the method's access rule — a method without a rule is
    refused: access is fail-closed;
 3. on write RPCs, the caller's `idempotency-key` (see server/idempotency.py);
-4. the handler: synchronous handlers, which talk to the database, run on the
-   worker pool together with 2 and 3, in one hop off the event loop;
+4. the handler: synchronous handlers, which talk to the database, run on a
+   worker pool together with 2 and 3, in one hop off the event loop (reads and
+   writes have a pool each, see server/app.py);
 5. domain errors become a status with details; anything unexpected becomes
    INTERNAL with a logged error id.
 
@@ -85,6 +86,8 @@ class _Method:
     scope: str
     # Write RPCs: the response class an idempotent replay is decoded into.
     replay_class: type[Message] | None
+    # The pool its synchronous part runs on.
+    pool: Executor
 
 
 class Pipeline:
@@ -93,17 +96,19 @@ class Pipeline:
     def __init__(
         self,
         db: Database,
-        executor: Executor,
         files: Iterable[FileDescriptor],
         *,
+        reads: Executor,
+        writes: Executor,
         issuer: str,
     ) -> None:
         files = tuple(files)
         self._db = db
-        self._executor = executor
+        self._read_pool = reads
+        self._write_pool = writes
         self._issuer = issuer
         self._rules = access_rules(files)
-        self._writes = write_methods(files)
+        self._write_methods = write_methods(files)
 
     def add_servicer(
         self, server: grpc.aio.Server, servicer: object, service: ServiceDescriptor
@@ -125,7 +130,8 @@ class Pipeline:
             name=name,
             principals=rule.principals if rule else None,
             scope=rule.scope if rule else "",
-            replay_class=self._writes.get(name),
+            replay_class=self._write_methods.get(name),
+            pool=self._write_pool if name in self._write_methods else self._read_pool,
         )
         behavior = getattr(servicer, method.name)
         request_class = GetMessageClass(method.input_type)
@@ -156,9 +162,9 @@ class Pipeline:
             context.set_trailing_metadata(call.response_metadata)
             try:
                 if run_async:
-                    await self._in_pool(self._authenticate, spec, call)
+                    await _in_pool(spec.pool, self._authenticate, spec, call)
                     return await behavior(request, context)
-                return await self._in_pool(self._run, spec, call, behavior, request, context)
+                return await _in_pool(spec.pool, self._run, spec, call, behavior, request, context)
             except Exception as error:
                 await _abort(call, context, error)
             finally:
@@ -174,7 +180,7 @@ class Pipeline:
             call, started = _begin(spec, context)
             await context.send_initial_metadata(call.response_metadata)
             try:
-                await self._in_pool(self._authenticate, spec, call)
+                await _in_pool(spec.pool, self._authenticate, spec, call)
                 async for item in behavior(request, context):
                     yield item
             except Exception as error:
@@ -183,12 +189,6 @@ class Pipeline:
                 _finish(call, started)
 
         return streaming
-
-    async def _in_pool(self, function: Callable[..., Any], *args: Any) -> Any:
-        # With this call's context variables, so handlers see current_principal().
-        loop = asyncio.get_running_loop()
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor, context.run, function, *args)
 
     def _run(
         self, spec: _Method, call: CallState, behavior: Behavior, request: Any, context: Any
@@ -222,6 +222,13 @@ class Pipeline:
         authorize(principal, spec.principals, spec.scope)
         call.principal = principal
         return principal
+
+
+async def _in_pool(pool: Executor, function: Callable[..., Any], *args: Any) -> Any:
+    # With this call's context variables, so handlers see current_principal().
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    return await loop.run_in_executor(pool, context.run, function, *args)
 
 
 def _begin(spec: _Method, context: Any) -> tuple[CallState, float]:
