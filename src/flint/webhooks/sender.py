@@ -88,7 +88,8 @@ USER_AGENT = "Flint-Webhooks/1"
 TEST_EVENT_TYPE = "webhook_endpoint.test"
 # Keep-alive clients kept open (one per TLS server name of the endpoints).
 MAX_CLIENTS = 64
-# How long a host name's addresses are reused; each attempt still checks them.
+# How long a host name's addresses, and the check of an endpoint URL's address,
+# are reused; every attempt connects only to a checked address.
 DNS_CACHE_SECONDS = 5.0
 # Endpoint URLs whose checked address is kept (the cache starts over past this).
 MAX_TARGETS = 4096
@@ -434,7 +435,8 @@ class Sender:
     """The HTTP side of a worker, for many attempts at once: keep-alive
     sessions (one per TLS server name, so a connection verified for one host
     name never carries another's request) and DNS answers kept for a few
-    seconds. Every attempt still checks the addresses it connects to.
+    seconds. Every attempt connects to the address it was checked against (the
+    check is redone when the DNS answer it rests on is dropped).
 
     aiohttp, not httpx: its parser and connection pool are compiled, and a POST
     costs about a tenth of the CPU (the worker's bottleneck on a busy machine)."""
