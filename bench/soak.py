@@ -98,6 +98,11 @@ class Follower:
     url: str
     key: str
     seen: set[str] = field(default_factory=set)
+    # The cursor of the last event the stream carried.
+    last_cursor: str = ""
+    # Set by the first message (a heartbeat at the latest): the server has
+    # subscribed the stream, so every later commit reaches it.
+    ready: threading.Event = field(default_factory=threading.Event)
     reconnects: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -110,7 +115,7 @@ class Follower:
                     http.stream(
                         "GET",
                         "/v1/events:stream",
-                        params={"heartbeat_seconds": 5, "after": after},
+                        params={"heartbeat_seconds": 1, "after": after},
                         headers={"Authorization": f"Bearer {self.key}"},
                     ) as response,
                 ):
@@ -119,10 +124,11 @@ class Follower:
                             return
                         if not line.startswith("data:"):
                             continue
+                        self.ready.set()
                         item = json.loads(line[5:])
                         event = item.get("event")
                         if event:
-                            after = event["cursor"]
+                            after = self.last_cursor = event["cursor"]
                             if event["type"] == "order.created":
                                 self.seen.add(event["object_id"])
                         elif "heartbeat" in item and not after:
@@ -274,6 +280,21 @@ def growth_failures(samples: Samples) -> list[str]:
     return failures
 
 
+def describe_events(database_url: str, order_ids: list[str]) -> list[str]:
+    """Each order's order.created event: cursor, commit time and when it was numbered
+    relative to its neighbours (to tell a stream gap from a late event)."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT object_id, id, cursor, created_at FROM events"
+            " WHERE type = 'order.created' AND object_id = ANY(%s) ORDER BY cursor",
+            (order_ids,),
+        ).fetchall()
+    return [
+        f"{order} event {event} cursor {cursor} at {at:%H:%M:%S.%f}"
+        for order, event, cursor, at in rows
+    ]
+
+
 def reconcile(database_url: str, merchant_id: str, endpoints: dict[str, str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     with psycopg.connect(database_url) as conn:
@@ -370,6 +391,10 @@ def main() -> int:
                 endpoints[path] = response.json()["id"]
         follower = Follower(url, seeded["test_secret_key"])
         threading.Thread(target=follower.run, daemon=True).start()
+        # "From now" means from when the server subscribed it: load only after that.
+        if not follower.ready.wait(30):
+            print("soak: the event stream did not open", file=sys.stderr)
+            return 1
         load = Load(url, seeded["test_secret_key"])
         clients = [threading.Thread(target=load.client, args=(n,)) for n in range(CLIENTS)]
         samples = Samples()
@@ -417,6 +442,12 @@ def main() -> int:
             if count != created
         ]
         failures += growth_failures(samples)
+        missed = sorted(load.created - follower.seen)
+        if missed:
+            failures.append(
+                f"missed on the stream (its last cursor {follower.last_cursor}): "
+                f"{describe_events(database_url, missed[:5])}"
+            )
 
         print("\nreconciliation")
         for what, count in counts.items():
