@@ -20,15 +20,6 @@ _KINDS = {
     access_pb2.PRINCIPAL_KIND_MERCHANT_SESSION: PrincipalKind.MERCHANT_SESSION,
 }
 
-# Infrastructure anyone may call: health checks and reflection.
-PUBLIC_SERVICES = frozenset(
-    {
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
-
 
 @dataclass(frozen=True)
 class AccessRule:

@@ -146,6 +146,8 @@ async def start_server(
     ):
         pipeline.add_servicer(server, servicer, file.DESCRIPTOR.services_by_name[service])
 
+    # Health checks and reflection are infrastructure anyone may call: they are
+    # served outside the pipeline.
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

@@ -36,7 +36,7 @@ from google.protobuf.message_factory import GetMessageClass
 from sqlalchemy.exc import OperationalError
 
 from flint.common import idempotency as idempotency_store
-from flint.common.auth import Principal, authenticate, authorize
+from flint.common.auth import Principal, PrincipalKind, authenticate, authorize
 from flint.common.db import Database
 from flint.common.errors import Code, FlintError
 from flint.common.logs import log_event
@@ -82,7 +82,7 @@ class _Method:
     """What the wrapper needs to know of one RPC, worked out at start-up."""
 
     name: str  # "/flint.commerce.v1.OrdersService/GetOrder"
-    principals: frozenset[Any] | None  # None: the method declares no access rule
+    principals: frozenset[PrincipalKind] | None  # None: the method declares no access rule
     scope: str
     # Write RPCs: the response class an idempotent replay is decoded into.
     replay_class: type[Message] | None
