@@ -106,6 +106,34 @@ def test_unexpected_error_is_internal_with_a_logged_error_id(
     assert logged[0].exc_info is not None
 
 
+def test_a_refused_call_is_logged_before_its_status_goes_out(in_process, caplog):
+    """Whoever holds the answer can find the call in the log (the hosted app's
+    tests, an operator following a request id)."""
+    logged, release = threading.Event(), threading.Event()
+
+    class HoldTheLine(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "rpc":
+                logged.set()
+                release.wait(10)
+
+    handler = HoldTheLine()
+    caplog.set_level(logging.INFO, logger="flint.rpc")
+    logging.getLogger("flint.rpc").addHandler(handler)
+    try:
+        stub = apps_grpc.AppsServiceStub(in_process.channel)
+        answer = stub.ListScopes.future(apps_pb.ListScopesRequest(), timeout=10)
+        assert logged.wait(10)
+        # While the log line is being written, the status has not gone out.
+        with pytest.raises(grpc.FutureTimeoutError):
+            answer.result(timeout=0.3)
+        release.set()
+        assert answer.exception(timeout=10).code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        release.set()
+        logging.getLogger("flint.rpc").removeHandler(handler)
+
+
 def test_reads_are_served_while_every_write_thread_is_busy(in_process, new_partner, monkeypatch):
     """Writes may wait long (a card processor, a lock); they have a pool of their
     own, so however many wait, reads still run."""

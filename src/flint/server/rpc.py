@@ -60,6 +60,7 @@ class CallState:
     reason: str = ""
     # "claimed" or "replayed" when the call came with an idempotency key.
     idempotency: str = ""
+    logged: bool = False
 
     @property
     def response_metadata(self) -> tuple[tuple[str, str], ...]:
@@ -166,7 +167,7 @@ class Pipeline:
                     return await behavior(request, context)
                 return await _in_pool(spec.pool, self._run, spec, call, behavior, request, context)
             except Exception as error:
-                await _abort(call, context, error)
+                await _abort(call, context, error, started)
             finally:
                 _finish(call, started)
 
@@ -184,7 +185,7 @@ class Pipeline:
                 async for item in behavior(request, context):
                     yield item
             except Exception as error:
-                await _abort(call, context, error)
+                await _abort(call, context, error, started)
             finally:
                 _finish(call, started)
 
@@ -246,6 +247,10 @@ def _begin(spec: _Method, context: Any) -> tuple[CallState, float]:
 
 
 def _finish(call: CallState, started: float) -> None:
+    """Writes the call's one log line (once, whichever path gets here first)."""
+    if call.logged:
+        return
+    call.logged = True
     principal = call.principal
     log_event(
         logger,
@@ -260,14 +265,18 @@ def _finish(call: CallState, started: float) -> None:
     )
 
 
-async def _abort(call: CallState, context: Any, error: Exception) -> None:
-    """Ends the call with the status `error` stands for. Re-raises aborts."""
-    if isinstance(error, asyncio.CancelledError | grpc.aio.AbortError):
+async def _abort(call: CallState, context: Any, error: Exception, started: float) -> None:
+    """Ends the call with the status `error` stands for. Re-raises aborts.
+
+    The log line is written before the status goes out (abort sends it at
+    once), so whoever got the answer can already find the call in the log."""
+    if isinstance(error, grpc.aio.AbortError):
         raise error
     if not isinstance(error, FlintError):
         error = _unexpected(error)
     call.code, call.reason = error.code.value, error.reason
     status = to_rpc_status(error)
+    _finish(call, started)
     await context.abort(
         GRPC_CODES[error.code],
         status.message,
