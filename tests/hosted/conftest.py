@@ -33,7 +33,7 @@ from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
 from flint.common.db import Database
 from flint.hosted import HostedSettings, create_app
 from flint.hosted.sessions import Sessions
-from tests.conftest import PartnerCreds, Process, bearer, start_grpc_server, wait_until
+from tests.conftest import PartnerCreds, Process, bearer, start_grpc_server
 
 # Starlette's TestClient warns at import when it finds httpx instead of httpx2;
 # the project pins httpx, so import it once with that one warning silenced.
@@ -184,14 +184,6 @@ class World:
             for call in self.core.calls(self.request_id)
             if method is None or call.method == method
         ]
-
-    def wait_for_calls(self, method: str, count: int = 1) -> list[RpcCall]:
-        """The `count` calls of `method`. The core logs a call it refused just
-        after the status went out, so that line may trail the HTTP response."""
-        wait_until(lambda: len(self.calls(method)) >= count)
-        calls = self.calls(method)
-        assert len(calls) == count, calls
-        return calls
 
     def sign_in(self) -> None:
         page = self.browser.get("/hosted/signin")

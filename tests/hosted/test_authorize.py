@@ -50,7 +50,7 @@ def test_unknown_client_shows_an_error_page_and_never_redirects(world: World) ->
     assert response.status_code == 400
     assert "location" not in response.headers
     assert "Unknown client_id" in response.text
-    (call,) = world.wait_for_calls("StartAuthorization")
+    (call,) = world.calls("StartAuthorization")
     assert call.principal == world.core.internal_principal
     assert call.reason == "OAUTH_INVALID_CLIENT"
 
@@ -139,7 +139,7 @@ def test_expired_session_is_dropped_and_sent_to_signin(world: World) -> None:
     assert response.status_code == 302
     assert response.headers["location"].startswith("/hosted/signin?next=")
     assert 'flint_session=""' in response.headers["set-cookie"]
-    refused, checked = world.wait_for_calls("StartAuthorization", 2)
+    refused, checked = world.calls("StartAuthorization")
     # Refused before it had a principal.
     assert (refused.principal, refused.reason) == ("", "CREDENTIAL_REVOKED")
     assert (checked.principal, checked.code) == (world.core.internal_principal, "OK")
@@ -317,5 +317,5 @@ def test_approve_when_the_core_refuses_the_session_goes_to_signin(world: World) 
     assert response.status_code == 303
     assert response.headers["location"].startswith("/hosted/signin?next=")
     assert 'flint_session=""' in response.headers["set-cookie"]
-    (call,) = world.wait_for_calls("ApproveAuthorization")
+    (call,) = world.calls("ApproveAuthorization")
     assert (call.principal, call.reason) == ("", "CREDENTIAL_REVOKED")
