@@ -3,11 +3,7 @@ refresh after a real `401 CREDENTIAL_EXPIRED`, against Flint started for real.""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import jwt
 import pytest
@@ -25,37 +21,15 @@ from flint.sdk import (
     verify_webhook,
 )
 from tests.sdk.conftest import Seed
-
-Received = list[tuple[dict[str, str], bytes]]
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, Received]]:
-    """A local HTTP server that answers 200 and keeps what it was sent."""
-    received: Received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(200)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks", received
-    server.shutdown()
-    server.server_close()
+from tests.webhooks.support import receiver
 
 
-def test_webhook_endpoints_deliveries_and_attempts(seed: Seed, receiver: tuple[str, Received]):
-    url, received = receiver
-    with FlintClient(api_key=seed.partner_key, base_url=seed.base_url) as partner:
+def test_webhook_endpoints_deliveries_and_attempts(seed: Seed):
+    with (
+        receiver() as hooks,
+        FlintClient(api_key=seed.partner_key, base_url=seed.base_url) as partner,
+    ):
+        url = hooks.url
         endpoint = partner.webhook_endpoints.create(
             seed.app_id,
             {"url": url, "enabled_events": ["order.paid"], "environments": ["ENVIRONMENT_TEST"]},
@@ -71,8 +45,8 @@ def test_webhook_endpoints_deliveries_and_attempts(seed: Seed, receiver: tuple[s
 
         tested = partner.webhook_endpoints.test(endpoint.id)
         assert tested.attempt.status_code == 200
-        headers, body = received[-1]
-        event = verify_webhook(body, headers, rotated.secret)
+        (request,) = hooks.requests
+        event = verify_webhook(request.body, request.headers, rotated.secret)
         assert event.type == "webhook_endpoint.test"
         delivery_id = tested.delivery.id
         assert partner.webhook_deliveries.get(delivery_id).endpoint_id == endpoint.id
