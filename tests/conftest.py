@@ -211,31 +211,25 @@ class MerchantCreds:
     email: str
 
 
-@pytest.fixture
-def new_partner(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> PartnerCreds:
+def create_partner(
+    accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str, name: str = "Acme Apps"
+) -> PartnerCreds:
     """A fresh partner, created through the admin RPC."""
     partner = accounts_stub.CreatePartner(
-        accounts_pb.CreatePartnerRequest(partner=accounts_pb.Partner(name="Acme Apps")),
+        accounts_pb.CreatePartnerRequest(partner=accounts_pb.Partner(name=name)),
         metadata=bearer(admin_key),
     )
     return PartnerCreds(partner.id, partner.partner_key.secret)
 
 
-@pytest.fixture
-def other_partner(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> PartnerCreds:
-    partner = accounts_stub.CreatePartner(
-        accounts_pb.CreatePartnerRequest(partner=accounts_pb.Partner(name="Rival Apps")),
-        metadata=bearer(admin_key),
-    )
-    return PartnerCreds(partner.id, partner.partner_key.secret)
-
-
-@pytest.fixture
-def new_merchant(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> MerchantCreds:
+def create_merchant(
+    accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str, name: str = "Corner Shop"
+) -> MerchantCreds:
+    """A fresh merchant with its test and live keys, created through the admin RPC."""
     email = f"shop-{secrets.token_hex(4)}@example.com"
     merchant = accounts_stub.CreateMerchant(
         accounts_pb.CreateMerchantRequest(
-            merchant=accounts_pb.Merchant(name="Corner Shop", email=email),
+            merchant=accounts_pb.Merchant(name=name, email=email),
             password="correct horse battery",
         ),
         metadata=bearer(admin_key),
@@ -244,6 +238,21 @@ def new_merchant(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: st
     return MerchantCreds(
         merchant.id, keys[accounts_pb.ENVIRONMENT_TEST], keys[accounts_pb.ENVIRONMENT_LIVE], email
     )
+
+
+@pytest.fixture
+def new_partner(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> PartnerCreds:
+    return create_partner(accounts_stub, admin_key)
+
+
+@pytest.fixture
+def other_partner(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> PartnerCreds:
+    return create_partner(accounts_stub, admin_key, "Rival Apps")
+
+
+@pytest.fixture
+def new_merchant(accounts_stub: accounts_grpc.AccountsServiceStub, admin_key: str) -> MerchantCreds:
+    return create_merchant(accounts_stub, admin_key)
 
 
 def wait_until(predicate: object, timeout: float = 10.0) -> None:

@@ -15,13 +15,19 @@ import grpc
 import pytest
 
 from flint.accounts import service as accounts
-from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
 from flint.common.db import Database
 from flint.migrations import migrate
 from flint.supervisor import wait_for_grpc
 from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
-from tests.conftest import MerchantCreds, PartnerCreds, Process, bearer, flint_env
+from tests.conftest import (
+    MerchantCreds,
+    PartnerCreds,
+    Process,
+    create_merchant,
+    create_partner,
+    flint_env,
+)
 from tests.faults.private_postgres import PrivatePostgres, private_postgres
 
 # A partner's app installed on a merchant, served by a server that accepts
@@ -104,25 +110,4 @@ def kill(process: Process) -> None:
 def new_tenants(channel: grpc.Channel, admin: str) -> tuple[PartnerCreds, MerchantCreds]:
     """A partner and a merchant, created through the admin RPCs."""
     stub = accounts_grpc.AccountsServiceStub(channel)
-    partner = stub.CreatePartner(
-        accounts_pb.CreatePartnerRequest(partner=accounts_pb.Partner(name="Fault Apps")),
-        metadata=bearer(admin),
-    )
-    email = f"faults-{os.urandom(4).hex()}@example.com"
-    merchant = stub.CreateMerchant(
-        accounts_pb.CreateMerchantRequest(
-            merchant=accounts_pb.Merchant(name="Fault Shop", email=email),
-            password="correct horse battery",
-        ),
-        metadata=bearer(admin),
-    )
-    keys = {key.environment: key.secret for key in merchant.secret_keys}
-    return (
-        PartnerCreds(partner.id, partner.partner_key.secret),
-        MerchantCreds(
-            merchant.id,
-            keys[accounts_pb.ENVIRONMENT_TEST],
-            keys[accounts_pb.ENVIRONMENT_LIVE],
-            email,
-        ),
-    )
+    return create_partner(stub, admin, "Fault Apps"), create_merchant(stub, admin, "Fault Shop")
