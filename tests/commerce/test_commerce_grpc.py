@@ -317,6 +317,37 @@ def test_invoice_from_draft_to_paid(shop: Commerce):
     ]
 
 
+def test_voided_and_uncollectible_invoices_each_say_so_on_the_order(shop: Commerce):
+    order = shop.create_order(("Retainer", 1, 30000))
+    closed = []
+    for close in (
+        lambda id: shop.invoices.VoidInvoice(
+            invoices_pb.VoidInvoiceRequest(id=id), metadata=shop.auth
+        ),
+        lambda id: shop.invoices.MarkUncollectibleInvoice(
+            invoices_pb.MarkUncollectibleInvoiceRequest(id=id), metadata=shop.auth
+        ),
+    ):
+        invoice = shop.new_invoice(order_id=order.id)
+        shop.invoices.FinalizeInvoice(
+            invoices_pb.FinalizeInvoiceRequest(id=invoice.id), metadata=shop.auth
+        )
+        closed.append(close(invoice.id))
+    assert [i.status for i in closed] == [pb.INVOICE_STATUS_VOID, pb.INVOICE_STATUS_UNCOLLECTIBLE]
+    timeline = shop.timeline(order.id)
+    assert kinds(timeline) == [
+        "CREATED",
+        "INVOICE_FINALIZED",
+        "INVOICE_VOIDED",
+        "INVOICE_FINALIZED",
+        "INVOICE_MARKED_UNCOLLECTIBLE",
+    ]
+    assert [(e.object_id, e.summary) for e in (timeline[2], timeline[4])] == [
+        (closed[0].id, f"Invoice {closed[0].number} voided"),
+        (closed[1].id, f"Invoice {closed[1].number} marked uncollectible"),
+    ]
+
+
 def test_invoice_numbers_count_up_per_merchant(shop: Commerce):
     numbers = []
     for _ in range(3):

@@ -284,7 +284,7 @@ def _close(
             uow,
             tenant,
             invoice.order_id,
-            "invoice_voided",
+            f"invoice_{event}",
             actor,
             f"Invoice {invoice.number} {event.replace('_', ' ')}",
             object_id=invoice.id,

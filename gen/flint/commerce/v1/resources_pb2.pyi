@@ -210,6 +210,7 @@ class _TimelineEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tim
     TIMELINE_ENTRY_KIND_FULFILLED: _TimelineEntryKind.ValueType  # 13
     TIMELINE_ENTRY_KIND_CANCELED: _TimelineEntryKind.ValueType  # 14
     TIMELINE_ENTRY_KIND_UPDATED: _TimelineEntryKind.ValueType  # 15
+    TIMELINE_ENTRY_KIND_INVOICE_MARKED_UNCOLLECTIBLE: _TimelineEntryKind.ValueType  # 16
 
 class TimelineEntryKind(_TimelineEntryKind, metaclass=_TimelineEntryKindEnumTypeWrapper):
     """What happened in an order's workflow, in plain terms."""
@@ -230,6 +231,7 @@ TIMELINE_ENTRY_KIND_NOTE_ADDED: TimelineEntryKind.ValueType  # 12
 TIMELINE_ENTRY_KIND_FULFILLED: TimelineEntryKind.ValueType  # 13
 TIMELINE_ENTRY_KIND_CANCELED: TimelineEntryKind.ValueType  # 14
 TIMELINE_ENTRY_KIND_UPDATED: TimelineEntryKind.ValueType  # 15
+TIMELINE_ENTRY_KIND_INVOICE_MARKED_UNCOLLECTIBLE: TimelineEntryKind.ValueType  # 16
 Global___TimelineEntryKind: _TypeAlias = TimelineEntryKind  # noqa: Y015
 
 @_typing.final
