@@ -222,6 +222,58 @@ def test_update_order_with_a_mask(shop: Commerce):
     assert updated.version == order.version + 1
 
 
+@pytest.mark.parametrize("kind", ["order", "invoice", "payment_link"])
+def test_an_unknown_update_mask_path_is_refused_and_changes_nothing(shop: Commerce, kind: str):
+    mask = field_mask_pb2.FieldMask(paths=["metadata", "total"])
+    if kind == "order":
+        target = shop.create_order()
+        update = lambda: shop.orders.UpdateOrder(  # noqa: E731
+            orders_pb.UpdateOrderRequest(
+                order=pb.Order(id=target.id, metadata={"x": "y"}), update_mask=mask
+            ),
+            metadata=shop.auth,
+        )
+        reread = lambda: shop.get(target.id)  # noqa: E731
+    elif kind == "invoice":
+        target = shop.new_invoice()
+        update = lambda: shop.invoices.UpdateInvoice(  # noqa: E731
+            invoices_pb.UpdateInvoiceRequest(
+                invoice=pb.Invoice(id=target.id, metadata={"x": "y"}), update_mask=mask
+            ),
+            metadata=shop.auth,
+        )
+        reread = lambda: shop.invoices.GetInvoice(  # noqa: E731
+            invoices_pb.GetInvoiceRequest(id=target.id), metadata=shop.auth
+        )
+    else:
+        target = shop.links.CreatePaymentLink(
+            links_pb.CreatePaymentLinkRequest(
+                payment_link=pb.PaymentLink(
+                    line_items=[pb.LineItem(name="Ebook", quantity=1, unit_amount=900)],
+                    currency="usd",
+                    success_url="https://shop.example.com/thanks",
+                )
+            ),
+            metadata=shop.auth,
+        )
+        update = lambda: shop.links.UpdatePaymentLink(  # noqa: E731
+            links_pb.UpdatePaymentLinkRequest(
+                payment_link=pb.PaymentLink(id=target.id, metadata={"x": "y"}), update_mask=mask
+            ),
+            metadata=shop.auth,
+        )
+        reread = lambda: shop.links.GetPaymentLink(  # noqa: E731
+            links_pb.GetPaymentLinkRequest(id=target.id), metadata=shop.auth
+        )
+    details = grpc_error(refused(update))
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "UNKNOWN_FIELD_MASK_PATH",
+        ["update_mask.paths[1]"],
+    )
+    assert (dict(reread().metadata), reread().version) == ({}, target.version)
+
+
 # --- payment links and invoices ---------------------------------------------------------
 
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from flint.common.validation import url_problem
+from flint.common.errors import Code, FlintError
+from flint.common.validation import update_paths, url_problem
 
 
 @pytest.mark.parametrize(
@@ -40,3 +41,15 @@ def test_refused_urls(url, reason):
     problem = url_problem(url)
     assert problem is not None
     assert problem[0] == reason
+
+
+def test_update_paths_are_the_mask_or_every_field_given_a_value():
+    updatable = ("customer_email", "metadata")
+    given = {"customer_email": "", "metadata": {"a": "b"}}
+    assert update_paths([], updatable, "order", given) == {"metadata"}
+    assert update_paths(["customer_email"], updatable, "order", given) == {"customer_email"}
+    with pytest.raises(FlintError) as raised:
+        update_paths(["metadata", "total"], updatable, "order", given)
+    error = raised.value
+    assert (error.code, error.reason) == (Code.INVALID_ARGUMENT, "UNKNOWN_FIELD_MASK_PATH")
+    assert "'total' is not an updatable order field" in error.message

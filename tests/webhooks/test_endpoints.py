@@ -195,6 +195,24 @@ def test_create_get_list_update_delete(strict: Strict):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_an_unknown_update_mask_path_is_refused(strict: Strict):
+    created = strict.create(GOOD_URL)
+    with pytest.raises(grpc.RpcError) as caught:
+        strict.stub.UpdateWebhookEndpoint(
+            pb.UpdateWebhookEndpointRequest(
+                webhook_endpoint=pb.WebhookEndpoint(id=created.id, description="ops"),
+                update_mask=field_mask_pb2.FieldMask(paths=["description", "secret"]),
+            ),
+            metadata=strict.auth,
+        )
+    details = grpc_error(caught.value)
+    assert (details.reason, details.fields) == ("UNKNOWN_FIELD_MASK_PATH", ["update_mask.paths[1]"])
+    got = strict.stub.GetWebhookEndpoint(
+        pb.GetWebhookEndpointRequest(id=created.id), metadata=strict.auth
+    )
+    assert got.description == ""
+
+
 def test_adding_live_to_an_http_endpoint_is_refused(strict: Strict):
     created = strict.create("http://hooks.example.com/x", (TEST,))
     with pytest.raises(grpc.RpcError) as caught:

@@ -17,7 +17,7 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.ids import new_id
 from flint.common.pagination import fetch_page, parse_page
-from flint.common.validation import check_text, check_url, url_problem
+from flint.common.validation import check_text, check_url, update_paths, url_problem
 from flint.installs.models import InstallRecord
 
 STATUSES = ("active", "disabled")
@@ -160,17 +160,9 @@ def update_app(
     uow: UnitOfWork, principal: Principal, app_id: str, values: AppFields, mask: Sequence[str]
 ) -> AppRecord:
     """Sets the fields named in `mask`; an empty mask means every non-empty field."""
-    if mask:
-        for index, path in enumerate(mask):
-            if path not in UPDATABLE:
-                raise invalid_argument(
-                    f"update_mask.paths[{index}]",
-                    "UNKNOWN_FIELD_MASK_PATH",
-                    f"{path!r} is not an updatable app field",
-                )
-        paths = frozenset(mask)
-    else:
-        paths = frozenset(name for name in UPDATABLE if getattr(values, name))
+    paths = update_paths(
+        mask, UPDATABLE, "app", {name: getattr(values, name) for name in UPDATABLE}
+    )
     if "status" in paths and not values.status:
         raise invalid_argument("app.status", "FIELD_REQUIRED", "status cannot be cleared")
     violations = Violations()

@@ -4,6 +4,7 @@ page) → paid | void | uncollectible."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import date
 
@@ -19,7 +20,7 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument
 from flint.common.ids import new_id
 from flint.common.money import display, normalize_currency
-from flint.common.validation import check_email, check_metadata
+from flint.common.validation import check_email, check_metadata, update_paths
 
 MAX_LINE_ITEMS = 100
 STATUSES = ("draft", "open", "paid", "void", "uncollectible")
@@ -48,7 +49,7 @@ def _emit(uow: UnitOfWork, tenant: Tenant, invoice: InvoiceRecord, type_: str) -
     )
 
 
-def _validate(violations: Violations, values: InvoiceFields, paths: set[str]) -> None:
+def _validate(violations: Violations, values: InvoiceFields, paths: AbstractSet[str]) -> None:
     if "customer_email" in paths:
         check_email(
             violations, "invoice.customer_email", values.customer_email.strip(), required=True
@@ -161,15 +162,6 @@ def _require(invoice: InvoiceRecord, status: str, reason: str, action: str) -> N
 def update_invoice(
     uow: UnitOfWork, tenant: Tenant, invoice_id: str, values: InvoiceFields, mask: Sequence[str]
 ) -> InvoiceRecord:
-    for index, path in enumerate(mask):
-        if path not in UPDATABLE:
-            raise invalid_argument(
-                f"update_mask.paths[{index}]",
-                "UNKNOWN_FIELD_MASK_PATH",
-                f"{path!r} is not an updatable invoice field",
-            )
-    invoice = load_invoice(uow.session, tenant, invoice_id, lock=True)
-    _require(invoice, "draft", "INVOICE_NOT_DRAFT", "edited")
     given = {
         "customer_email": values.customer_email,
         "line_items": values.lines,
@@ -178,7 +170,9 @@ def update_invoice(
         "order_id": values.order_id,
         "metadata": values.metadata,
     }
-    paths = set(mask) or {name for name, value in given.items() if value}
+    paths = update_paths(mask, UPDATABLE, "invoice", given)
+    invoice = load_invoice(uow.session, tenant, invoice_id, lock=True)
+    _require(invoice, "draft", "INVOICE_NOT_DRAFT", "edited")
     merged = InvoiceFields(
         customer_email=values.customer_email
         if "customer_email" in paths

@@ -27,7 +27,7 @@ from flint.common.errors import Code, FlintError, Violations, invalid_argument, 
 from flint.common.ids import new_id
 from flint.common.money import display, normalize_currency
 from flint.common.pagination import fetch_page, parse_page
-from flint.common.validation import check_email, check_metadata
+from flint.common.validation import check_email, check_metadata, update_paths
 
 MAX_LINE_ITEMS = 100
 MAX_NOTE_LENGTH = 2000
@@ -239,18 +239,9 @@ def update_order(
     metadata: dict[str, str],
     mask: Sequence[str],
 ) -> OrderRecord:
-    for index, path in enumerate(mask):
-        if path not in UPDATABLE:
-            raise invalid_argument(
-                f"update_mask.paths[{index}]",
-                "UNKNOWN_FIELD_MASK_PATH",
-                f"{path!r} is not an updatable order field",
-            )
-    paths = set(mask) or {
-        name
-        for name, value in (("customer_email", customer_email), ("metadata", metadata))
-        if value
-    }
+    paths = update_paths(
+        mask, UPDATABLE, "order", {"customer_email": customer_email, "metadata": metadata}
+    )
     violations = Violations()
     if "customer_email" in paths:
         check_email(violations, "order.customer_email", customer_email.strip())

@@ -12,10 +12,10 @@ from flint.commerce.events import emit
 from flint.commerce.lines import LineInput, check_money_inputs, stored_lines
 from flint.commerce.models import CheckoutSessionRecord, PaymentLinkRecord
 from flint.common.db import UnitOfWork
-from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
+from flint.common.errors import Code, FlintError, Violations, not_found
 from flint.common.ids import new_id
 from flint.common.money import normalize_currency
-from flint.common.validation import check_metadata, check_url
+from flint.common.validation import check_metadata, check_url, update_paths
 
 MAX_LINE_ITEMS = 20
 UPDATABLE = ("active", "success_url", "metadata")
@@ -96,17 +96,10 @@ def update_link(
     metadata: dict[str, str],
     mask: Sequence[str],
 ) -> PaymentLinkRecord:
-    for index, path in enumerate(mask):
-        if path not in UPDATABLE:
-            raise invalid_argument(
-                f"update_mask.paths[{index}]",
-                "UNKNOWN_FIELD_MASK_PATH",
-                f"{path!r} is not an updatable payment link field",
-            )
     # Without a mask `active` cannot be told from "not given" (false): require it.
-    paths = set(mask) or {
-        name for name, value in (("success_url", success_url), ("metadata", metadata)) if value
-    }
+    paths = update_paths(
+        mask, UPDATABLE, "payment link", {"success_url": success_url, "metadata": metadata}
+    )
     violations = Violations()
     if "success_url" in paths:
         check_url(violations, "payment_link.success_url", success_url, required=True)

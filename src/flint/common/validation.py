@@ -4,9 +4,10 @@ reason instead of raising, so one response names every bad field."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from flint.common.errors import Violations
+from flint.common.errors import Violations, invalid_argument
 
 MAX_URL_LENGTH = 2048
 MAX_EMAIL_LENGTH = 254
@@ -103,3 +104,20 @@ def check_metadata(violations: Violations, fld: str, metadata: dict[str, str]) -
                 "FIELD_TOO_LONG",
                 f"values must be at most {MAX_METADATA_VALUE_LENGTH} characters",
             )
+
+
+def update_paths(
+    mask: Sequence[str], updatable: Collection[str], noun: str, given: Mapping[str, object]
+) -> frozenset[str]:
+    """The fields an update sets (AIP-134): the paths of `mask`, each of which must
+    be one of `updatable`; with no mask, every field `given` a non-empty value."""
+    for index, path in enumerate(mask):
+        if path not in updatable:
+            raise invalid_argument(
+                f"update_mask.paths[{index}]",
+                "UNKNOWN_FIELD_MASK_PATH",
+                f"{path!r} is not an updatable {noun} field",
+            )
+    if mask:
+        return frozenset(mask)
+    return frozenset(name for name, value in given.items() if value)

@@ -19,6 +19,7 @@ from flint.common.errors import Code, FlintError, Violations, invalid_argument, 
 from flint.common.events import EventRecord, record_event
 from flint.common.ids import new_id
 from flint.common.pagination import Page, fetch_page, next_page_token, parse_page
+from flint.common.validation import update_paths
 from flint.installs.models import InstallRecord
 from flint.webhooks import presenter, signing
 from flint.webhooks.addresses import url_problem
@@ -362,17 +363,9 @@ def update_endpoint(
     allow_loopback: bool,
 ) -> EndpointView:
     """Sets the fields named in `mask` (every non-empty field when empty)."""
-    if mask:
-        for index, path in enumerate(mask):
-            if path not in UPDATABLE:
-                raise invalid_argument(
-                    f"update_mask.paths[{index}]",
-                    "UNKNOWN_FIELD_MASK_PATH",
-                    f"{path!r} is not an updatable webhook endpoint field",
-                )
-        paths = frozenset(mask)
-    else:
-        paths = frozenset(name for name in UPDATABLE if getattr(values, name))
+    paths = update_paths(
+        mask, UPDATABLE, "webhook endpoint", {name: getattr(values, name) for name in UPDATABLE}
+    )
     if "status" in paths and not values.status:
         raise invalid_argument("webhook_endpoint.status", "FIELD_REQUIRED", "cannot be cleared")
     endpoint = visible_endpoint(uow.session, principal, endpoint_id, lock=True)
