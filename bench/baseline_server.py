@@ -141,6 +141,12 @@ class BaselineServer:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        if self._child is None:
+            raise RuntimeError("the baseline server is not running")
+        return self._child.pid
+
     def __enter__(self) -> BaselineServer:
         order_file = Path(self._dir.name) / "order.bin"
         order_file.write_bytes(self._order.SerializeToString())

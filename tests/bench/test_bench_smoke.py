@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 
+from bench import breakdown
 from bench.harness import format_table
 from bench.scenarios import api, delivery
+from bench.stack import FlintStack
 
 SMOKE = api.Runs(duration=0.5, warmup=0.2, levels=(4,))
 
@@ -48,3 +50,17 @@ def test_delivery_scenario_measures_the_worker_and_its_baseline() -> None:
     assert row.baseline.errors == 0
     assert row.baseline_name == "raw signed POSTs (aiohttp)"
     assert float(row.notes["cpu ms/delivery"]) > 0
+
+
+def test_get_order_breakdown_measures_every_server_and_step() -> None:
+    database = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
+    with FlintStack(database) as stack:  # type: ignore[arg-type]
+        servers, steps = breakdown.measure(stack, calls=20, seconds=0.5, concurrency=4)
+
+    names = ["Flint", "bare grpc.aio"]
+    if database == "postgresql":
+        names.append("floor: 1 raw PG read")
+    assert [server.server for server in servers] == names
+    assert all(s.ops_per_second > 0 and s.cpu_ms_per_call > 0 for s in servers), servers
+    assert len(steps) == (5 if database == "postgresql" else 4)
+    assert all(step.cpu_us > 0 for step in steps), steps
