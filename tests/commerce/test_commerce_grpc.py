@@ -807,3 +807,173 @@ def test_the_expiry_sweep_expires_sessions_past_their_time(shop: Commerce, db):
     assert swept.status == pb.CHECKOUT_SESSION_STATUS_EXPIRED
     assert kinds(shop.timeline(order.id))[-1] == "CHECKOUT_EXPIRED"
     assert shop.timeline(order.id)[-1].actor.kind == pb.ACTOR_KIND_SYSTEM
+
+
+# --- an order is paid once, whichever way -----------------------------------------------
+
+
+def open_invoice_of(shop: Commerce, order: pb.Order) -> pb.Invoice:
+    """A finalized invoice billing `order` in full."""
+    invoice = shop.new_invoice(
+        order_id=order.id,
+        line_items=[pb.LineItem(name="Order", quantity=1, unit_amount=order.total)],
+    )
+    return shop.invoices.FinalizeInvoice(
+        invoices_pb.FinalizeInvoiceRequest(id=invoice.id), metadata=shop.auth
+    )
+
+
+def test_the_invoice_of_an_order_paid_at_checkout_cannot_be_paid_again(shop: Commerce):
+    order = shop.create_order()
+    invoice = open_invoice_of(shop, order)
+    assert shop.pay_session(shop.create_session(order.id).id).succeeded
+    page = shop.pay.GetInvoicePage(
+        pay_pb.GetInvoicePageRequest(id=invoice.id), metadata=bearer(shop.internal)
+    )
+    assert page.state == pay_pb.PAY_PAGE_STATE_CLOSED
+    details = grpc_error(refused(lambda: shop.pay_invoice(invoice.id)))
+    assert (details.code, details.reason) == ("FAILED_PRECONDITION", "ORDER_NOT_PAYABLE")
+    record = shop.get(order.id)
+    assert [(p.status, p.checkout_session_id != "") for p in record.payments] == [
+        (pb.PAYMENT_STATUS_SUCCEEDED, True)
+    ]
+    assert (record.amount_paid, record.amount_refundable) == (3000, 3000)
+
+
+def test_the_invoice_of_a_canceled_order_cannot_be_paid(shop: Commerce):
+    order = shop.create_order()
+    invoice = open_invoice_of(shop, order)
+    shop.orders.CancelOrder(orders_pb.CancelOrderRequest(id=order.id), metadata=shop.auth)
+    details = grpc_error(refused(lambda: shop.pay_invoice(invoice.id)))
+    assert (details.code, details.reason) == ("FAILED_PRECONDITION", "ORDER_NOT_PAYABLE")
+    assert list(shop.get(order.id).payments) == []
+
+
+def test_an_order_whose_invoice_is_being_paid_cannot_be_canceled(shop: Commerce, db):
+    from sqlalchemy import update
+
+    from flint.commerce.models import InvoiceRecord
+
+    order = shop.create_order()
+    invoice = open_invoice_of(shop, order)
+    with db.unit_of_work() as uow:  # a buyer's card is being charged for the invoice
+        uow.session.execute(
+            update(InvoiceRecord)
+            .where(InvoiceRecord.id == invoice.id)
+            .values(attempt_id="att_x", attempt_until=uow.now + timedelta(seconds=60))
+        )
+        uow.commit()
+    details = grpc_error(
+        refused(
+            lambda: shop.orders.CancelOrder(
+                orders_pb.CancelOrderRequest(id=order.id), metadata=shop.auth
+            )
+        )
+    )
+    assert (details.code, details.reason) == ("ABORTED", "PAYMENT_IN_PROGRESS")
+    assert shop.get(order.id).status == pb.ORDER_STATUS_OPEN
+
+
+@pytest.mark.parametrize("unit_amount", [100, 30000], ids=["less", "more"])
+def test_an_invoice_must_bill_its_order_total(shop: Commerce, unit_amount: int):
+    order = shop.create_order()  # 3000
+    lines = [pb.LineItem(name="Order", quantity=1, unit_amount=unit_amount)]
+    details = grpc_error(refused(lambda: shop.new_invoice(order_id=order.id, line_items=lines)))
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "AMOUNT_MISMATCH",
+        ["invoice.line_items"],
+    )
+    # Nor can a draft's lines be changed away from the order's total.
+    draft = shop.new_invoice(
+        order_id=order.id, line_items=[pb.LineItem(name="Order", quantity=1, unit_amount=3000)]
+    )
+    details = grpc_error(
+        refused(
+            lambda: shop.invoices.UpdateInvoice(
+                invoices_pb.UpdateInvoiceRequest(
+                    invoice=pb.Invoice(id=draft.id, line_items=lines),
+                    update_mask=field_mask_pb2.FieldMask(paths=["line_items"]),
+                ),
+                metadata=shop.auth,
+            )
+        )
+    )
+    assert (details.reason, details.fields) == ("AMOUNT_MISMATCH", ["invoice.line_items"])
+
+
+@pytest.mark.parametrize("due_date", ["2030-W05-1", "2030-1-31", "30-01-2030"])
+def test_a_due_date_not_written_yyyy_mm_dd_is_refused(shop: Commerce, due_date: str):
+    details = grpc_error(refused(lambda: shop.new_invoice(due_date=due_date)))
+    assert (details.reason, details.fields) == ("INVALID_DATE", ["invoice.due_date"])
+
+
+# --- updates that would change nothing --------------------------------------------------
+
+
+def new_link(shop: Commerce) -> pb.PaymentLink:
+    return shop.links.CreatePaymentLink(
+        links_pb.CreatePaymentLinkRequest(
+            payment_link=pb.PaymentLink(
+                line_items=[pb.LineItem(name="Ebook", quantity=1, unit_amount=900)],
+                currency="usd",
+                success_url="https://shop.example.com/thanks",
+            )
+        ),
+        metadata=shop.auth,
+    )
+
+
+def test_a_payment_link_is_reactivated_by_active_true_without_a_mask(shop: Commerce):
+    link = new_link(shop)
+    shop.links.UpdatePaymentLink(
+        links_pb.UpdatePaymentLinkRequest(
+            payment_link=pb.PaymentLink(id=link.id, active=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+        ),
+        metadata=shop.auth,
+    )
+    again = shop.links.UpdatePaymentLink(
+        links_pb.UpdatePaymentLinkRequest(payment_link=pb.PaymentLink(id=link.id, active=True)),
+        metadata=shop.auth,
+    )
+    assert again.active
+
+
+@pytest.mark.parametrize("kind", ["order", "invoice", "payment_link"])
+def test_an_update_without_a_mask_that_sets_nothing_is_refused(shop: Commerce, kind: str):
+    # `active: false` cannot be told from "not given" without a mask: deactivating
+    # that way must not answer as if it had worked.
+    if kind == "order":
+        target = shop.create_order()
+        update = lambda: shop.orders.UpdateOrder(  # noqa: E731
+            orders_pb.UpdateOrderRequest(order=pb.Order(id=target.id)), metadata=shop.auth
+        )
+        reread = lambda: shop.get(target.id)  # noqa: E731
+    elif kind == "invoice":
+        target = shop.new_invoice()
+        update = lambda: shop.invoices.UpdateInvoice(  # noqa: E731
+            invoices_pb.UpdateInvoiceRequest(invoice=pb.Invoice(id=target.id)),
+            metadata=shop.auth,
+        )
+        reread = lambda: shop.invoices.GetInvoice(  # noqa: E731
+            invoices_pb.GetInvoiceRequest(id=target.id), metadata=shop.auth
+        )
+    else:
+        target = new_link(shop)
+        update = lambda: shop.links.UpdatePaymentLink(  # noqa: E731
+            links_pb.UpdatePaymentLinkRequest(payment_link=pb.PaymentLink(id=target.id)),
+            metadata=shop.auth,
+        )
+        reread = lambda: shop.links.GetPaymentLink(  # noqa: E731
+            links_pb.GetPaymentLinkRequest(id=target.id), metadata=shop.auth
+        )
+    details = grpc_error(refused(update))
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "FIELD_REQUIRED",
+        ["update_mask"],
+    )
+    assert reread().version == target.version
+    if kind == "order":
+        assert kinds(shop.timeline(target.id)) == ["CREATED"]

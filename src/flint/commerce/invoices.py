@@ -3,6 +3,7 @@ page) → paid | void | uncollectible."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -14,7 +15,13 @@ from sqlalchemy.orm import Session
 from flint.commerce import attempts, orders, presenter, timeline
 from flint.commerce.context import BUYER, Actor, Tenant, list_scoped, load_scoped
 from flint.commerce.events import emit
-from flint.commerce.lines import LineInput, check_money_inputs, stored_lines, total_of
+from flint.commerce.lines import (
+    LineInput,
+    check_money_inputs,
+    require_some,
+    stored_lines,
+    total_of,
+)
 from flint.commerce.models import InvoiceCounterRecord, InvoiceRecord, PaymentRecord
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument
@@ -24,6 +31,7 @@ from flint.common.validation import check_email, check_metadata, update_paths
 
 MAX_LINE_ITEMS = 100
 STATUSES = ("draft", "open", "paid", "void", "uncollectible")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 UPDATABLE = ("customer_email", "line_items", "currency", "due_date", "order_id", "metadata")
 
 
@@ -59,9 +67,10 @@ def _validate(violations: Violations, values: InvoiceFields, paths: AbstractSet[
             violations, "invoice", values.lines, values.currency, max_items=MAX_LINE_ITEMS
         )
     if "due_date" in paths:
+        # fromisoformat also takes other ISO 8601 forms ("2030-W05-1"), stored as given.
         try:
             date.fromisoformat(values.due_date)
-            if len(values.due_date) != 10:
+            if not _DATE.fullmatch(values.due_date):
                 raise ValueError(values.due_date)
         except ValueError:
             violations.add("invoice.due_date", "INVALID_DATE", "must be a date as YYYY-MM-DD")
@@ -69,7 +78,10 @@ def _validate(violations: Violations, values: InvoiceFields, paths: AbstractSet[
         check_metadata(violations, "invoice.metadata", values.metadata or {})
 
 
-def _check_order_link(uow: UnitOfWork, tenant: Tenant, order_id: str, currency: str) -> None:
+def _check_order_link(
+    uow: UnitOfWork, tenant: Tenant, order_id: str, currency: str, total: int
+) -> None:
+    """An invoice of an order bills it in full: paying the invoice pays the order."""
     if not order_id:
         return
     order = orders.load_order(uow.session, tenant, order_id)
@@ -83,15 +95,21 @@ def _check_order_link(uow: UnitOfWork, tenant: Tenant, order_id: str, currency: 
         raise invalid_argument(
             "invoice.currency", "CURRENCY_MISMATCH", "must be the linked order's currency"
         )
+    if order.total != total:
+        raise invalid_argument(
+            "invoice.line_items",
+            "AMOUNT_MISMATCH",
+            f"must total the linked order's {display(order.total, order.currency)}",
+        )
 
 
 def create_invoice(uow: UnitOfWork, tenant: Tenant, values: InvoiceFields) -> InvoiceRecord:
     violations = Violations()
     _validate(violations, values, set(UPDATABLE))
     violations.raise_if_any()
-    _check_order_link(uow, tenant, values.order_id, values.currency)
     items = stored_lines(values.lines)
     total = total_of(items)
+    _check_order_link(uow, tenant, values.order_id, values.currency, total)
     invoice = InvoiceRecord(
         id=new_id("in"),
         merchant_id=tenant.merchant_id,
@@ -171,6 +189,7 @@ def update_invoice(
         "metadata": values.metadata,
     }
     paths = update_paths(mask, UPDATABLE, "invoice", given)
+    require_some(paths)
     invoice = load_invoice(uow.session, tenant, invoice_id, lock=True)
     _require(invoice, "draft", "INVOICE_NOT_DRAFT", "edited")
     merged = InvoiceFields(
@@ -191,9 +210,9 @@ def update_invoice(
     violations = Violations()
     _validate(violations, merged, paths | ({"currency"} if "line_items" in paths else set()))
     violations.raise_if_any()
-    if paths & {"order_id", "currency"}:
-        _check_order_link(uow, tenant, merged.order_id, merged.currency)
     items = stored_lines(merged.lines)
+    if paths & {"order_id", "currency", "line_items"}:
+        _check_order_link(uow, tenant, merged.order_id, merged.currency, total_of(items))
     invoice.customer_email = merged.customer_email.strip()
     invoice.line_items = items
     invoice.currency = normalize_currency(merged.currency)
@@ -234,7 +253,7 @@ def finalize_invoice(
     invoice = load_invoice(uow.session, tenant, invoice_id, lock=True)
     _require(invoice, "draft", "INVOICE_NOT_DRAFT", "finalized")
     if invoice.order_id:
-        _check_order_link(uow, tenant, invoice.order_id, invoice.currency)
+        _check_order_link(uow, tenant, invoice.order_id, invoice.currency, invoice.total)
     invoice.number = _next_number(uow, tenant)
     invoice.status = "open"
     invoice.finalized_at = uow.now

@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 from flint.commerce import attempts, presenter, timeline
 from flint.commerce.context import Actor, Tenant, load_scoped, scoped
 from flint.commerce.events import emit
-from flint.commerce.lines import LineInput, check_money_inputs, stored_lines, total_of
+from flint.commerce.lines import (
+    LineInput,
+    check_money_inputs,
+    require_some,
+    stored_lines,
+    total_of,
+)
 from flint.commerce.models import (
     CheckoutSessionRecord,
     InvoiceRecord,
@@ -242,6 +248,7 @@ def update_order(
     paths = update_paths(
         mask, UPDATABLE, "order", {"customer_email": customer_email, "metadata": metadata}
     )
+    require_some(paths)
     violations = Violations()
     if "customer_email" in paths:
         check_email(violations, "order.customer_email", customer_email.strip())
@@ -273,7 +280,12 @@ def cancel_order(uow: UnitOfWork, tenant: Tenant, actor: Actor, order_id: str) -
     from flint.commerce import checkout  # noqa: PLC0415 - checkout imports orders
 
     open_sessions = checkout.open_sessions_of(uow.session, tenant, order.id)
-    if any(attempts.held(s, uow.now) for s in open_sessions):
+    open_invoices = uow.session.scalars(
+        scoped(InvoiceRecord, tenant).where(
+            InvoiceRecord.order_id == order.id, InvoiceRecord.status == "open"
+        )
+    )
+    if any(attempts.held(p, uow.now) for p in [*open_sessions, *open_invoices]):
         raise attempts.in_progress("order")
     for session in open_sessions:
         checkout.mark_expired(uow, tenant, session, actor)

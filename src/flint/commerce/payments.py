@@ -288,9 +288,23 @@ def _invoice_by_id(session: Session, invoice_id: str, *, lock: bool = False) -> 
     return invoice
 
 
+def _order_of(
+    session: Session, invoice: InvoiceRecord, *, lock: bool = False
+) -> OrderRecord | None:
+    # An invoice need not belong to an order.
+    if not invoice.order_id:
+        return None
+    tenant = Tenant(invoice.merchant_id, invoice.environment)
+    return orders.load_order(session, tenant, invoice.order_id, lock=lock)
+
+
 def invoice_page(session: Session, invoice_id: str) -> PayPage:
     invoice = _invoice_by_id(session, invoice_id)
     state = {"open": "payable", "paid": "paid"}.get(invoice.status, "closed")
+    order = _order_of(session, invoice)
+    if state == "payable" and order is not None and order.status != "open":
+        # Paid another way (checkout, another invoice) or canceled meanwhile.
+        state = "closed"
     return PayPage(
         id=invoice.id,
         state=state,
@@ -322,6 +336,16 @@ def pay_invoice(
 def _claim_invoice(uow: UnitOfWork, invoice_id: str, attempt: str) -> _Claimed:
     invoice = _invoice_by_id(uow.session, invoice_id)
     attempts.take(uow, invoice, attempt, noun="invoice", check_payable=lambda: _check_open(invoice))
+    order = _order_of(uow.session, invoice)
+    if order is not None and order.status != "open":
+        # Its order was paid another way or canceled: paying would charge twice
+        # (or for nothing).
+        raise FlintError(
+            Code.FAILED_PRECONDITION,
+            "ORDER_NOT_PAYABLE",
+            f"The invoice's order is {order.status}",
+            metadata={"status": order.status},
+        )
     tenant = Tenant(invoice.merchant_id, invoice.environment)
     return _Claimed(invoice.id, tenant, invoice.total, invoice.currency)
 
@@ -341,12 +365,7 @@ def _settle_invoice(
 ) -> PayOutcome:
     tenant = claimed.tenant
     invoice = _invoice_by_id(uow.session, claimed.id, lock=True)
-    # An invoice need not belong to an order.
-    order = (
-        orders.load_order(uow.session, tenant, invoice.order_id, lock=True)
-        if invoice.order_id
-        else None
-    )
+    order = _order_of(uow.session, invoice, lock=True)
     attempts.release(invoice)
     payment = _record_payment(uow, claimed, card, result, order=order, invoice_id=invoice.id)
     if result.succeeded:
