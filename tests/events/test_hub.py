@@ -5,6 +5,8 @@ event once, in order."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -66,3 +68,49 @@ def test_a_slow_subscriber_stays_bounded_and_catches_up(
     assert times_lagged >= 1
     assert peak <= 5
     assert received == created  # every event once, in order, despite the lag
+
+
+def test_a_revoked_reader_is_cut_off_even_while_events_keep_flowing(db: Database, new_merchant):
+    """Access is checked at least once per heartbeat interval, not only when
+    the stream is idle: a busy merchant's stream never goes idle."""
+
+    async def scenario() -> tuple[bool, int]:
+        hub = Hub(db, poll_seconds=0.02)
+        poller = asyncio.create_task(hub.run())
+        allowed = True
+        stream = hub.follow(Reader(new_merchant.id, "test"), [], None, 0.5, lambda: allowed)
+        first = asyncio.ensure_future(anext(stream))
+        stop = threading.Event()
+
+        def keep_writing() -> None:
+            while not stop.is_set():
+                _create_orders(db, new_merchant.id, 1)
+                time.sleep(0.05)
+
+        writer = asyncio.create_task(asyncio.to_thread(keep_writing))
+        received = 0
+        ended = False
+        try:
+            async with asyncio.timeout(60):
+                await first
+                received = 1
+                allowed = False  # the credential is revoked
+                revoked_at = time.monotonic()
+                while time.monotonic() - revoked_at < 5:
+                    try:
+                        item = await anext(stream)
+                    except StopAsyncIteration:
+                        ended = True
+                        break
+                    assert not isinstance(item, int), "no heartbeat while events flow"
+                    received += 1
+        finally:
+            stop.set()
+            await writer
+            await stream.aclose()
+            poller.cancel()
+        return ended, received
+
+    ended, received = asyncio.run(scenario())
+    assert received > 5  # events kept arriving after the revocation…
+    assert ended  # …and the stream still ended

@@ -155,6 +155,30 @@ def test_unknown_event_pattern_and_missing_environments_are_named(strict: Strict
     }
 
 
+def test_an_event_type_not_in_the_catalog_is_refused(strict: Strict):
+    # A typo would otherwise be saved and silently never match an event.
+    with pytest.raises(grpc.RpcError) as caught:
+        strict.create(GOOD_URL, events=("order.paid", "order.payed"))
+    details = grpc_error(caught.value)
+    assert (details.code, details.reason) == ("INVALID_ARGUMENT", "INVALID_EVENT_TYPE")
+    assert details.fields == ["webhook_endpoint.enabled_events[1]"]
+
+
+def test_a_family_of_no_catalog_type_is_refused(strict: Strict):
+    with pytest.raises(grpc.RpcError) as caught:
+        strict.create(GOOD_URL, events=("orders.*",))
+    details = grpc_error(caught.value)
+    assert (details.reason, details.fields) == (
+        "INVALID_EVENT_TYPE",
+        ["webhook_endpoint.enabled_events[0]"],
+    )
+
+
+def test_catalog_types_and_families_are_accepted(strict: Strict):
+    events = ("order.paid", "refund.*", "checkout.*", "checkout.session.*", "install.uninstalled")
+    assert list(strict.create(GOOD_URL, events=events).enabled_events) == list(events)
+
+
 def test_no_enabled_events_is_refused(strict: Strict):
     with pytest.raises(grpc.RpcError) as caught:
         strict.create(GOOD_URL, events=())
@@ -299,6 +323,35 @@ def test_rotation_returns_a_new_secret_and_keeps_the_old_one_for_24_hours(strict
     assert rotated.secret != created.secret
     overlap = rotated.previous_secret_expire_time.ToDatetime() - rotated.update_time.ToDatetime()
     assert overlap.total_seconds() == 24 * 3600
+
+
+def test_list_shows_the_endpoint_as_get_does(strict: Strict):
+    # The rotation overlap and what a disabled endpoint missed are part of the
+    # resource: a List must not drop them.
+    created = strict.create(GOOD_URL)
+    strict.stub.RotateWebhookEndpointSecret(
+        pb.RotateWebhookEndpointSecretRequest(id=created.id), metadata=strict.auth
+    )
+    strict.stub.UpdateWebhookEndpoint(
+        pb.UpdateWebhookEndpointRequest(
+            webhook_endpoint=pb.WebhookEndpoint(
+                id=created.id, status=pb.WEBHOOK_ENDPOINT_STATUS_DISABLED
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["status"]),
+        ),
+        metadata=strict.auth,
+    )
+    got = strict.stub.GetWebhookEndpoint(
+        pb.GetWebhookEndpointRequest(id=created.id), metadata=strict.auth
+    )
+    assert got.HasField("previous_secret_expire_time")
+    assert got.HasField("missed")
+    [listed] = strict.stub.ListWebhookEndpoints(
+        pb.ListWebhookEndpointsRequest(app_id=strict.app.id), metadata=strict.auth
+    ).webhook_endpoints
+    assert listed.previous_secret_expire_time == got.previous_secret_expire_time
+    assert listed.missed.count == got.missed.count == 0
+    assert listed.HasField("missed")
 
 
 def test_no_raw_secret_in_any_table(strict: Strict, db: Database):

@@ -90,6 +90,16 @@ def test_replay_of_an_unknown_event_is_not_found(hooks: Hooks):
     assert grpc_error(refused(lambda: replay(hooks, endpoint.id, "evt_nope"))).code == "NOT_FOUND"
 
 
+def test_replay_without_an_event_id_names_the_missing_field(hooks: Hooks):
+    endpoint = hooks.create_endpoint("http://127.0.0.1:9/hooks")
+    details = grpc_error(refused(lambda: replay(hooks, endpoint.id, "")))
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "FIELD_REQUIRED",
+        ["event_id"],
+    )
+
+
 def test_bulk_replay_of_a_cursor_range_after_an_outage(hooks: Hooks, db: Database):
     no_retries = fast_settings(schedule=())
     with receiver() as rx:
@@ -161,6 +171,65 @@ def test_bulk_replay_needs_a_range(hooks: Hooks):
         )
     )
     assert (details.code, details.reason) == ("INVALID_ARGUMENT", "RANGE_REQUIRED")
+
+
+def test_bulk_replay_of_a_reversed_cursor_range_is_refused(hooks: Hooks):
+    # Rather than answering "nothing to replay" to swapped ends.
+    endpoint = hooks.create_endpoint("http://127.0.0.1:9/hooks")
+    details = grpc_error(
+        refused(
+            lambda: hooks.stub.ReplayEvents(
+                pb.ReplayEventsRequest(id=endpoint.id, start_cursor="20", end_cursor="10"),
+                metadata=hooks.auth,
+            )
+        )
+    )
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "INVALID_RANGE",
+        ["end_cursor"],
+    )
+
+
+def test_bulk_replay_of_a_reversed_time_range_is_refused(hooks: Hooks):
+    endpoint = hooks.create_endpoint("http://127.0.0.1:9/hooks")
+    request = pb.ReplayEventsRequest(id=endpoint.id)
+    request.start_time.FromSeconds(2_000_000_000)
+    request.end_time.FromSeconds(1_000_000_000)
+    details = grpc_error(refused(lambda: hooks.stub.ReplayEvents(request, metadata=hooks.auth)))
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "INVALID_RANGE",
+        ["end_time"],
+    )
+
+
+def test_bulk_replay_does_not_examine_another_apps_endpoint_events(hooks: Hooks, db: Database):
+    from flint.common.events import EventRecord, record_event
+
+    endpoint = hooks.create_endpoint("http://127.0.0.1:9/hooks", events=("*",))
+    with db.unit_of_work() as uow:
+        event_id = record_event(
+            uow,
+            merchant_id="",
+            environment="test",
+            type="webhook_endpoint.disabled",
+            object_type="webhook_endpoint",
+            object_id="we_of_another_app",
+            object_version=2,
+            data={},
+            app_id="app_another",
+        )
+        uow.commit()
+    wait_until_sequenced(db)
+    with db.read() as session:
+        cursor = session.get_one(EventRecord, event_id).cursor
+    result = hooks.stub.ReplayEvents(
+        pb.ReplayEventsRequest(id=endpoint.id, start_cursor=str(cursor), end_cursor=str(cursor)),
+        metadata=hooks.auth,
+    )
+    # Not even counted: another app's events are none of this partner's business.
+    assert (result.queued, result.examined) == (0, 0)
 
 
 def test_reenabling_reports_what_was_missed_and_replays_it(hooks: Hooks, db: Database):

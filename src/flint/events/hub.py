@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -140,7 +141,7 @@ class Hub:
     ) -> AsyncIterator[EventRecord | int]:
         """Events after `position` (None: from now) in cursor order; an int is a
         heartbeat carrying the position reached. Ends when `still_allowed` says
-        the reader lost access."""
+        the reader lost access (asked at least once per heartbeat interval)."""
         sub = Subscription(reader, types)
         self._subscribers.add(sub)
         newest = await asyncio.to_thread(self._max_cursor)
@@ -149,9 +150,16 @@ class Hub:
             # for. (With others listening, moving the head could skip theirs.)
             self.head = max(self.head, newest)
         last = newest if position is None else position
+        # Access is checked at least once per heartbeat interval, events flowing
+        # or not: a busy stream never goes idle, and must still end on revocation.
+        checked = time.monotonic()
         try:
             backfill = True
             while True:
+                if time.monotonic() - checked >= heartbeat_seconds:
+                    if not await asyncio.to_thread(still_allowed):
+                        return
+                    checked = time.monotonic()
                 if backfill or sub.lagging:
                     sub.lagging = False
                     batch = await asyncio.to_thread(self._backfill, reader, last, types)
@@ -165,6 +173,7 @@ class Hub:
                 except TimeoutError:
                     if not await asyncio.to_thread(still_allowed):
                         return
+                    checked = time.monotonic()
                     yield last
                     continue
                 if queued is None:

@@ -86,7 +86,7 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
         key, position = await _start(self._db, reader, request.after)
 
         def still_allowed() -> bool:
-            # Revoking the credential ends open streams too, at the next heartbeat.
+            # Revoking the credential ends open streams too, within a heartbeat interval.
             with self._db.read() as session:
                 if principal.kind is PrincipalKind.APP:
                     state = tokens.family_state(session, principal.credential_id)

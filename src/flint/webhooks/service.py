@@ -20,6 +20,7 @@ from flint.common.events import EventRecord, record_event
 from flint.common.ids import new_id
 from flint.common.pagination import Page, fetch_page, next_page_token, parse_page
 from flint.common.validation import update_paths
+from flint.events import catalog
 from flint.installs.models import InstallRecord
 from flint.webhooks import presenter, signing
 from flint.webhooks.addresses import url_problem
@@ -115,6 +116,13 @@ def _validate(values: EndpointFields, violations: Violations, *, allow_loopback:
                 "INVALID_EVENT_TYPE",
                 f"{pattern[:80]!r} is not an event type (order.paid), a family (order.*) or *",
             )
+        elif not _in_catalog(pattern):
+            # A typo would be saved and then silently match no event.
+            violations.add(
+                f"{prefix}enabled_events[{index}]",
+                "INVALID_EVENT_TYPE",
+                f"{pattern!r} matches no type of the event catalog (GET /v1/event_types)",
+            )
     if len(values.description) > MAX_DESCRIPTION_LENGTH:
         violations.add(
             prefix + "description",
@@ -123,6 +131,13 @@ def _validate(values: EndpointFields, violations: Violations, *, allow_loopback:
         )
     if values.status and values.status not in STATUSES:
         violations.add(prefix + "status", "UNKNOWN_ENUM_VALUE", "must be enabled or disabled")
+
+
+def _in_catalog(pattern: str) -> bool:
+    if pattern == "*" or pattern in catalog.BY_NAME:
+        return True
+    family = pattern[:-1] if pattern.endswith(".*") else None
+    return family is not None and any(name.startswith(family) for name in catalog.BY_NAME)
 
 
 def _unique(values: Sequence[str]) -> list[str]:
@@ -190,10 +205,8 @@ def missed_deliveries(session: Session, endpoint: WebhookEndpointRecord, now: da
     return Missed(int(row[0] or 0), row[1], now)
 
 
-def get_endpoint(
-    session: Session, principal: Principal, endpoint_id: str, now: datetime
-) -> EndpointView:
-    endpoint = visible_endpoint(session, principal, endpoint_id)
+def _view(session: Session, endpoint: WebhookEndpointRecord, now: datetime) -> EndpointView:
+    """The endpoint as Get and List show it (never with a secret)."""
     return EndpointView(
         endpoint,
         previous_secret_expires_at=_previous_secret_expiry(session, endpoint.id, now),
@@ -201,9 +214,21 @@ def get_endpoint(
     )
 
 
+def get_endpoint(
+    session: Session, principal: Principal, endpoint_id: str, now: datetime
+) -> EndpointView:
+    return _view(session, visible_endpoint(session, principal, endpoint_id), now)
+
+
 def list_endpoints(
-    session: Session, principal: Principal, app_id: str, *, page_size: int, page_token: str
-) -> tuple[list[WebhookEndpointRecord], str]:
+    session: Session,
+    principal: Principal,
+    app_id: str,
+    *,
+    page_size: int,
+    page_token: str,
+    now: datetime,
+) -> tuple[list[EndpointView], str]:
     apps.get_app(session, principal, app_id)
     query = select(WebhookEndpointRecord).where(
         WebhookEndpointRecord.app_id == app_id,
@@ -211,7 +236,8 @@ def list_endpoints(
         *_owned(principal),  # type: ignore[arg-type]
     )
     page = parse_page(session, page_size, page_token, context=f"webhook_endpoints:{app_id}")
-    return fetch_page(session, query, WebhookEndpointRecord.id, page)
+    endpoints, token = fetch_page(session, query, WebhookEndpointRecord.id, page)
+    return [_view(session, endpoint, now) for endpoint in endpoints], token
 
 
 def active_secrets(session: Session, endpoint_id: str, now: datetime) -> list[str]:
@@ -488,9 +514,11 @@ def replay_event(
     uow: UnitOfWork, principal: Principal, endpoint_id: str, event_id: str
 ) -> WebhookDeliveryRecord:
     """Queues the event for the endpoint again, if its app may still see it."""
+    if not event_id:
+        raise invalid_argument("event_id", "FIELD_REQUIRED", "is required")
     endpoint = visible_endpoint(uow.session, principal, endpoint_id)
     _require_enabled(endpoint)
-    event = uow.session.get(EventRecord, event_id) if event_id else None
+    event = uow.session.get(EventRecord, event_id)
     allowed = event is not None and any(
         r.app_id == endpoint.app_id for r in recipients(uow.session, [event])[event.id]
     )
@@ -560,6 +588,11 @@ def replay_events(
         raise invalid_argument(
             "start_cursor", "RANGE_REQUIRED", "give start_cursor or start_time (or both)"
         )
+    # Swapped ends would otherwise answer "nothing to replay".
+    if start is not None and end is not None and end < start:
+        raise invalid_argument("end_cursor", "INVALID_RANGE", "must not be before start_cursor")
+    if wanted.start_time and wanted.end_time and wanted.end_time <= wanted.start_time:
+        raise invalid_argument("end_time", "INVALID_RANGE", "must be after start_time")
     session = uow.session
     endpoint = visible_endpoint(session, principal, endpoint_id)
     _require_enabled(endpoint)
@@ -611,7 +644,11 @@ def _replay_candidates(
         EventRecord.environment.in_(endpoint.environments),
         or_(
             EventRecord.merchant_id.in_(merchants),
-            and_(EventRecord.merchant_id == "", EventRecord.object_type == ENDPOINT_OBJECT),
+            and_(
+                EventRecord.merchant_id == "",
+                EventRecord.object_type == ENDPOINT_OBJECT,
+                EventRecord.app_id == endpoint.app_id,
+            ),
         ),
     )
     if start is not None:

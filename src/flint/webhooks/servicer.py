@@ -90,11 +90,12 @@ class WebhooksServicer(pb_grpc.WebhooksServiceServicer):
                 request.app_id,
                 page_size=request.page_size,
                 page_token=request.page_token,
+                now=self._db.clock(),
             )
-        return pb.ListWebhookEndpointsResponse(
-            webhook_endpoints=[presenter.endpoint_pb(service.EndpointView(e)) for e in endpoints],
-            next_page_token=token,
-        )
+            return pb.ListWebhookEndpointsResponse(
+                webhook_endpoints=[presenter.endpoint_pb(view) for view in endpoints],
+                next_page_token=token,
+            )
 
     def UpdateWebhookEndpoint(
         self, request: pb.UpdateWebhookEndpointRequest, context: Any
