@@ -509,6 +509,22 @@ def test_zero_or_negative_amounts_are_refused(bw: BillingWorld, amount: int):
     )
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": pb.APP_CHARGE_KIND_ONE_TIME},
+        {"kind": pb.APP_CHARGE_KIND_USAGE, "amount": 0, "capped_amount": 1000},
+    ],
+    ids=["one-time", "usage"],
+)
+def test_interval_on_a_charge_that_does_not_recur_is_refused(bw: BillingWorld, fields):  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as caught:
+        bw.create(interval=pb.BILLING_INTERVAL_ANNUAL, **fields)
+    details = grpc_error(caught.value)
+    assert (details.code, details.reason) == ("INVALID_ARGUMENT", "FIELD_NOT_ALLOWED")
+    assert details.fields == ["app_charge.interval"]
+
+
 def test_fractional_amounts_are_refused_over_rest(bw: BillingWorld, rest):  # type: ignore[no-untyped-def]
     response = rest.post(
         "/v1/app_charges",

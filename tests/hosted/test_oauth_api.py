@@ -335,6 +335,18 @@ def test_introspect_by_a_public_client_is_refused(world: World) -> None:
     assert world.calls() == []
 
 
+def test_introspect_with_basic_and_an_empty_secret_is_refused(world: World) -> None:
+    # `client_id:` in HTTP Basic authenticates no more than a bare client_id.
+    issued = tokens(world)
+    response = world.browser.post(
+        "/oauth/introspect",
+        data={"token": issued["refresh_token"]},
+        headers=basic_auth(world.app.client_id, ""),
+    )
+    _assert_oauth_error(response, 401, "invalid_client")
+    assert world.calls("IntrospectToken") == []
+
+
 # --- JWKS -------------------------------------------------------------------------
 
 

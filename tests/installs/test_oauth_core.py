@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +19,9 @@ from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
 from flint.apps.v1 import apps_service_pb2 as apps_pb
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
+from flint.common.auth import Principal, PrincipalKind
 from flint.common.events import EventRecord
+from flint.installs import oauth
 from flint.installs.models import SigningKeyRecord
 from flint.installs.v1 import installs_service_pb2 as pb
 from tests.conftest import bearer
@@ -685,3 +688,55 @@ def test_an_installed_app_cannot_be_deleted_and_a_deleted_one_is_gone(world: OAu
         pb.GetInstallRequest(id=tokens.install_id), metadata=bearer(world.merchant.test_key)
     )
     assert install.status == pb.INSTALL_STATUS_UNINSTALLED
+
+
+# --- concurrent approvals ---------------------------------------------------------------
+
+
+def test_concurrent_approvals_adding_live_make_one_grant_and_one_event(world: OAuthWorld, db):
+    """A double-clicked Approve: the second approval waits for the first and
+    finds the live grant it made, instead of failing on the grant's key."""
+    tokens = world.install()
+    merchant = Principal(kind=PrincipalKind.MERCHANT_SESSION, id=world.merchant.id)
+    params = oauth.AuthorizeParams(
+        response_type="code",
+        client_id=world.app.client_id,
+        redirect_uri=world.params().redirect_uri,
+        scope="orders:read events:read",
+        state="s",
+        code_challenge="",
+        code_challenge_method="",
+        environment="live",
+    )
+    first_approved, failures = threading.Event(), []
+
+    def first() -> None:
+        with db.unit_of_work() as uow:
+            oauth.approve_authorization(uow, merchant, params)
+            first_approved.set()
+            time.sleep(0.5)
+            uow.commit()
+
+    def second() -> None:
+        first_approved.wait(5)
+        try:
+            with db.unit_of_work() as uow:
+                oauth.approve_authorization(uow, merchant, params)
+                uow.commit()
+        except Exception as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert failures == []
+    with db.read() as session:
+        events = session.scalars(
+            select(EventRecord).where(EventRecord.object_id == tokens.install_id)
+        ).all()
+    assert sorted((e.type, e.environment, e.object_version) for e in events) == [
+        ("install.created", "test", 1),
+        ("install.updated", "live", 2),
+    ]

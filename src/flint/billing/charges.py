@@ -113,10 +113,15 @@ def _validate(values: ChargeInput) -> None:
             violations.add(
                 "app_charge.trial_days", "INVALID_TRIAL_DAYS", f"must be 0 to {MAX_TRIAL_DAYS}"
             )
-    elif values.trial_days:
-        violations.add(
-            "app_charge.trial_days", "FIELD_NOT_ALLOWED", "only recurring charges have a trial"
-        )
+    else:
+        if values.interval:
+            violations.add(
+                "app_charge.interval", "FIELD_NOT_ALLOWED", "only recurring charges have one"
+            )
+        if values.trial_days:
+            violations.add(
+                "app_charge.trial_days", "FIELD_NOT_ALLOWED", "only recurring charges have a trial"
+            )
     if values.kind == "usage":
         check_amount(violations, "app_charge.capped_amount", values.capped_amount)
         if values.amount:

@@ -158,8 +158,9 @@ INTROSPECTION_FIELDS = (
 async def introspect(request: Request) -> Response:
     try:
         form, client = await _client_request(request)
-        if client.method == "none":
-            # RFC 7662 §2.1: the endpoint must not answer unauthenticated callers.
+        if client.method == "none" or not client.client_secret:
+            # RFC 7662 §2.1: the endpoint must not answer unauthenticated callers
+            # (HTTP Basic with an empty secret authenticates nobody either).
             raise OAuthRequestError("invalid_client", "Introspection needs the client secret")
         if not form.get("token"):
             raise OAuthRequestError("invalid_request", "token is required")

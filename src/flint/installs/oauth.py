@@ -130,14 +130,15 @@ def _validated(session: Session, params: AuthorizeParams) -> tuple[AppRecord, li
     return app, requested, environment
 
 
-def _active_install(session: Session, app_id: str, merchant_id: str) -> InstallRecord | None:
-    return session.scalar(
-        select(InstallRecord).where(
-            InstallRecord.app_id == app_id,
-            InstallRecord.merchant_id == merchant_id,
-            InstallRecord.status == "active",
-        )
+def _active_install(
+    session: Session, app_id: str, merchant_id: str, *, lock: bool = False
+) -> InstallRecord | None:
+    query = select(InstallRecord).where(
+        InstallRecord.app_id == app_id,
+        InstallRecord.merchant_id == merchant_id,
+        InstallRecord.status == "active",
     )
+    return session.scalar(query.with_for_update() if lock else query)
 
 
 def start_authorization(
@@ -190,7 +191,9 @@ def approve_authorization(
     """The merchant approved: install (or widen the install) and issue a code."""
     app, requested, environment = _validated(uow.session, params)
     merchant_id = principal.merchant
-    install = _active_install(uow.session, app.id, merchant_id)
+    # Locked: a second approval (a double click) waits and then sees this one's
+    # grant, instead of adding the same grant again or losing a version.
+    install = _active_install(uow.session, app.id, merchant_id, lock=True)
     created = install is None
     if install is None:
         install = InstallRecord(
