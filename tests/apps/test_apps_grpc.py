@@ -83,6 +83,20 @@ def test_update_without_mask_sets_populated_fields(apps_stub, new_partner):
     assert updated.name == "Loyalty Stars"
 
 
+def test_update_without_mask_that_sets_nothing_is_refused(apps_stub, new_partner):
+    app = create(apps_stub, new_partner, valid_app())
+    with pytest.raises(grpc.RpcError) as raised:
+        apps_stub.UpdateApp(
+            pb.UpdateAppRequest(app=pb.App(id=app.id)), metadata=bearer(new_partner.key)
+        )
+    details = grpc_error(raised.value)
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "FIELD_REQUIRED",
+        ["update_mask"],
+    )
+
+
 def test_rotate_secret_issues_a_new_secret(apps_stub, new_partner, db):
     from flint.apps.models import AppRecord
     from flint.common.credentials import hash_secret

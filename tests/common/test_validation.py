@@ -53,3 +53,11 @@ def test_update_paths_are_the_mask_or_every_field_given_a_value():
     error = raised.value
     assert (error.code, error.reason) == (Code.INVALID_ARGUMENT, "UNKNOWN_FIELD_MASK_PATH")
     assert "'total' is not an updatable order field" in error.message
+
+
+def test_an_update_that_would_set_nothing_is_refused():
+    with pytest.raises(FlintError) as raised:
+        update_paths([], ("active", "metadata"), "payment link", {"active": False, "metadata": {}})
+    error = raised.value
+    assert (error.code, error.reason) == (Code.INVALID_ARGUMENT, "FIELD_REQUIRED")
+    assert [violation.field for violation in error.violations] == ["update_mask"]

@@ -18,7 +18,6 @@ from flint.commerce.events import emit
 from flint.commerce.lines import (
     LineInput,
     check_money_inputs,
-    require_some,
     stored_lines,
     total_of,
 )
@@ -189,7 +188,6 @@ def update_invoice(
         "metadata": values.metadata,
     }
     paths = update_paths(mask, UPDATABLE, "invoice", given)
-    require_some(paths)
     invoice = load_invoice(uow.session, tenant, invoice_id, lock=True)
     _require(invoice, "draft", "INVOICE_NOT_DRAFT", "edited")
     merged = InvoiceFields(

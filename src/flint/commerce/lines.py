@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from flint.common.errors import Violations, invalid_argument
+from flint.common.errors import Violations
 from flint.common.money import MAX_AMOUNT, check_amount, check_currency
 
 MAX_NAME_LENGTH = 250
@@ -77,15 +76,3 @@ def check_money_inputs(
 ) -> None:
     check_currency(violations, f"{fld}.currency", currency)
     check_lines(violations, f"{fld}.line_items", lines, max_items=max_items)
-
-
-def require_some(paths: AbstractSet[str]) -> None:
-    """Refuses an update that would set nothing: without a mask a false or empty
-    value cannot be told from "not given" (`active: false` would otherwise answer
-    as if the link had been deactivated)."""
-    if not paths:
-        raise invalid_argument(
-            "update_mask",
-            "FIELD_REQUIRED",
-            "name the fields to change (false and empty values need update_mask)",
-        )

@@ -16,7 +16,6 @@ from flint.commerce.events import emit
 from flint.commerce.lines import (
     LineInput,
     check_money_inputs,
-    require_some,
     stored_lines,
     total_of,
 )
@@ -248,7 +247,6 @@ def update_order(
     paths = update_paths(
         mask, UPDATABLE, "order", {"customer_email": customer_email, "metadata": metadata}
     )
-    require_some(paths)
     violations = Violations()
     if "customer_email" in paths:
         check_email(violations, "order.customer_email", customer_email.strip())

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from flint.commerce import checkout, presenter
 from flint.commerce.context import BUYER, Tenant, list_scoped, load_scoped
 from flint.commerce.events import emit
-from flint.commerce.lines import LineInput, check_money_inputs, require_some, stored_lines
+from flint.commerce.lines import LineInput, check_money_inputs, stored_lines
 from flint.commerce.models import CheckoutSessionRecord, PaymentLinkRecord
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, not_found
@@ -103,7 +103,6 @@ def update_link(
         "payment link",
         {"active": active, "success_url": success_url, "metadata": metadata},
     )
-    require_some(paths)
     violations = Violations()
     if "success_url" in paths:
         check_url(violations, "payment_link.success_url", success_url, required=True)

@@ -110,7 +110,11 @@ def update_paths(
     mask: Sequence[str], updatable: Collection[str], noun: str, given: Mapping[str, object]
 ) -> frozenset[str]:
     """The fields an update sets (AIP-134): the paths of `mask`, each of which must
-    be one of `updatable`; with no mask, every field `given` a non-empty value."""
+    be one of `updatable`; with no mask, every field `given` a non-empty value.
+
+    An update that would set nothing is refused: without a mask a false or empty
+    value cannot be told from "not given", and answering as if it had been set
+    (`active: false` on a payment link) would mislead the caller."""
     for index, path in enumerate(mask):
         if path not in updatable:
             raise invalid_argument(
@@ -120,4 +124,11 @@ def update_paths(
             )
     if mask:
         return frozenset(mask)
-    return frozenset(name for name, value in given.items() if value)
+    paths = frozenset(name for name, value in given.items() if value)
+    if not paths:
+        raise invalid_argument(
+            "update_mask",
+            "FIELD_REQUIRED",
+            "name the fields to change (false and empty values need update_mask)",
+        )
+    return paths
