@@ -4,6 +4,7 @@ and every refusal named in the issue."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -838,6 +839,38 @@ def test_the_invoice_of_an_order_paid_at_checkout_cannot_be_paid_again(shop: Com
         (pb.PAYMENT_STATUS_SUCCEEDED, True)
     ]
     assert (record.amount_paid, record.amount_refundable) == (3000, 3000)
+
+
+def test_an_order_paid_at_once_by_its_checkout_and_its_invoice_is_charged_once(shop: Commerce):
+    order = shop.create_order()
+    invoice = open_invoice_of(shop, order)
+    session = shop.create_session(order.id)
+    start = threading.Barrier(10)
+
+    def submit(pay: Callable[[], pay_pb.PayResult]) -> str:
+        start.wait()
+        try:
+            return "PAID" if pay().succeeded else "DECLINED"
+        except grpc.RpcError as error:
+            return grpc_error(error).reason
+
+    payers = [
+        lambda: shop.pay_session(session.id),
+        lambda: shop.pay_invoice(invoice.id),
+    ] * 5
+    with ThreadPoolExecutor(10) as pool:
+        outcomes = list(pool.map(submit, payers))
+    assert outcomes.count("PAID") == 1, outcomes
+    assert set(outcomes) <= {
+        "PAID",
+        "PAYMENT_IN_PROGRESS",
+        "ORDER_NOT_PAYABLE",
+        "CHECKOUT_SESSION_COMPLETE",
+        "INVOICE_NOT_OPEN",
+    }, outcomes
+    record = shop.get(order.id)
+    assert [p.status for p in record.payments] == [pb.PAYMENT_STATUS_SUCCEEDED]
+    assert (record.status, record.amount_paid) == (pb.ORDER_STATUS_PAID, order.total)
 
 
 def test_the_invoice_of_a_canceled_order_cannot_be_paid(shop: Commerce):

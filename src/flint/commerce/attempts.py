@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy.orm import Session
 
+from flint.commerce.context import Tenant, scoped
 from flint.commerce.models import CheckoutSessionRecord, InvoiceRecord
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError
@@ -62,6 +64,25 @@ def take(
         uow.session.refresh(record)
         check_payable()
         raise in_progress(noun)
+
+
+def open_payables(session: Session, tenant: Tenant, order_id: str) -> list[Payable]:
+    """An order's open checkout sessions and invoices: whatever a buyer could be paying it with."""
+    payables: list[Payable] = []
+    for model in (CheckoutSessionRecord, InvoiceRecord):
+        payables += session.scalars(
+            scoped(model, tenant).where(model.order_id == order_id, model.status == "open")
+        )
+    return payables
+
+
+def refuse_if_order_held(
+    session: Session, tenant: Tenant, order_id: str, now: datetime, *, besides: str = ""
+) -> None:
+    """Refuses while a payment of the order (other than of `besides`) is running.
+    The caller holds the order's row lock, which every claim takes first."""
+    if any(p.id != besides and held(p, now) for p in open_payables(session, tenant, order_id)):
+        raise in_progress("order")
 
 
 def release(record: Payable) -> None:

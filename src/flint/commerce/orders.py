@@ -277,15 +277,8 @@ def cancel_order(uow: UnitOfWork, tenant: Tenant, actor: Actor, order_id: str) -
         )
     from flint.commerce import checkout  # noqa: PLC0415 - checkout imports orders
 
-    open_sessions = checkout.open_sessions_of(uow.session, tenant, order.id)
-    open_invoices = uow.session.scalars(
-        scoped(InvoiceRecord, tenant).where(
-            InvoiceRecord.order_id == order.id, InvoiceRecord.status == "open"
-        )
-    )
-    if any(attempts.held(p, uow.now) for p in [*open_sessions, *open_invoices]):
-        raise attempts.in_progress("order")
-    for session in open_sessions:
+    attempts.refuse_if_order_held(uow.session, tenant, order.id, uow.now)
+    for session in checkout.open_sessions_of(uow.session, tenant, order.id):
         checkout.mark_expired(uow, tenant, session, actor)
     order.status = "canceled"
     order.canceled_at = uow.now

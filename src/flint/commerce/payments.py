@@ -83,6 +83,7 @@ class _Claimed:
     tenant: Tenant
     amount: int
     currency: str
+    order_id: str  # "" for an invoice of no order
 
 
 def _collect(
@@ -241,6 +242,8 @@ def pay_checkout_session(
 
 def _claim_session(uow: UnitOfWork, session_id: str, attempt: str) -> _Claimed:
     record = _session_by_id(uow.session, session_id)
+    tenant = Tenant(record.merchant_id, record.environment)
+    order = _lock_order(uow, tenant, record.order_id)
     attempts.take(
         uow,
         record,
@@ -249,21 +252,37 @@ def _claim_session(uow: UnitOfWork, session_id: str, attempt: str) -> _Claimed:
         check_payable=lambda: checkout.check_payable(record, uow.now),
         also=[CheckoutSessionRecord.expires_at > uow.now],
     )
-    tenant = Tenant(record.merchant_id, record.environment)
-    order = orders.load_order(uow.session, tenant, record.order_id)
+    _check_order_payable(uow, tenant, order, record.id)
+    return _Claimed(record.id, tenant, order.total, order.currency, order.id)
+
+
+def _lock_order(uow: UnitOfWork, tenant: Tenant, order_id: str) -> OrderRecord:
+    """Every claim and settle of an order's payment locks the order first (then
+    the session or invoice): claims of one order's different sessions and
+    invoices take turns, and no two lock in opposite orders."""
+    return orders.load_order(uow.session, tenant, order_id, lock=True)
+
+
+def _check_order_payable(uow: UnitOfWork, tenant: Tenant, order: OrderRecord, paying: str) -> None:
     if order.status != "open":
+        # Paid another way (its checkout, another invoice) or canceled: paying
+        # would charge twice, or for nothing.
         raise FlintError(
-            Code.FAILED_PRECONDITION, "ORDER_NOT_PAYABLE", f"The order is {order.status}"
+            Code.FAILED_PRECONDITION,
+            "ORDER_NOT_PAYABLE",
+            f"The order is {order.status}",
+            metadata={"status": order.status},
         )
-    return _Claimed(record.id, tenant, order.total, order.currency)
+    # Another session or invoice of the order being paid right now.
+    attempts.refuse_if_order_held(uow.session, tenant, order.id, uow.now, besides=paying)
 
 
 def _settle_session(
     uow: UnitOfWork, claimed: _Claimed, card: Card, result: ChargeResult
 ) -> PayOutcome:
     tenant = claimed.tenant
+    order = _lock_order(uow, tenant, claimed.order_id)
     record = checkout.load_session(uow.session, tenant, claimed.id, lock=True)
-    order = orders.load_order(uow.session, tenant, record.order_id, lock=True)
     attempts.release(record)
     payment = _record_payment(uow, claimed, card, result, order=order, session_id=record.id)
     if not result.succeeded:
@@ -288,14 +307,12 @@ def _invoice_by_id(session: Session, invoice_id: str, *, lock: bool = False) -> 
     return invoice
 
 
-def _order_of(
-    session: Session, invoice: InvoiceRecord, *, lock: bool = False
-) -> OrderRecord | None:
+def _order_of(session: Session, invoice: InvoiceRecord) -> OrderRecord | None:
     # An invoice need not belong to an order.
     if not invoice.order_id:
         return None
     tenant = Tenant(invoice.merchant_id, invoice.environment)
-    return orders.load_order(session, tenant, invoice.order_id, lock=lock)
+    return orders.load_order(session, tenant, invoice.order_id)
 
 
 def invoice_page(session: Session, invoice_id: str) -> PayPage:
@@ -335,19 +352,13 @@ def pay_invoice(
 
 def _claim_invoice(uow: UnitOfWork, invoice_id: str, attempt: str) -> _Claimed:
     invoice = _invoice_by_id(uow.session, invoice_id)
-    attempts.take(uow, invoice, attempt, noun="invoice", check_payable=lambda: _check_open(invoice))
-    order = _order_of(uow.session, invoice)
-    if order is not None and order.status != "open":
-        # Its order was paid another way or canceled: paying would charge twice
-        # (or for nothing).
-        raise FlintError(
-            Code.FAILED_PRECONDITION,
-            "ORDER_NOT_PAYABLE",
-            f"The invoice's order is {order.status}",
-            metadata={"status": order.status},
-        )
     tenant = Tenant(invoice.merchant_id, invoice.environment)
-    return _Claimed(invoice.id, tenant, invoice.total, invoice.currency)
+    # An invoice need not belong to an order.
+    order = _lock_order(uow, tenant, invoice.order_id) if invoice.order_id else None
+    attempts.take(uow, invoice, attempt, noun="invoice", check_payable=lambda: _check_open(invoice))
+    if order is not None:
+        _check_order_payable(uow, tenant, order, invoice.id)
+    return _Claimed(invoice.id, tenant, invoice.total, invoice.currency, invoice.order_id)
 
 
 def _check_open(invoice: InvoiceRecord) -> None:
@@ -364,8 +375,8 @@ def _settle_invoice(
     uow: UnitOfWork, claimed: _Claimed, card: Card, result: ChargeResult, *, on_paid: InvoicePaid
 ) -> PayOutcome:
     tenant = claimed.tenant
+    order = _lock_order(uow, tenant, claimed.order_id) if claimed.order_id else None
     invoice = _invoice_by_id(uow.session, claimed.id, lock=True)
-    order = _order_of(uow.session, invoice, lock=True)
     attempts.release(invoice)
     payment = _record_payment(uow, claimed, card, result, order=order, invoice_id=invoice.id)
     if result.succeeded:
