@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from flint.billing import charges, cycles
-from flint.billing.models import AppInvoiceRecord
+from flint.billing.models import AppChargeRecord, AppInvoiceRecord
 from flint.billing.v1 import billing_service_pb2 as pb
 from flint.billing.vault import TestVault
 from flint.commerce.processor import TestProcessor
@@ -149,6 +149,60 @@ def test_cap_increase_needs_the_merchants_confirmation(bw: BillingWorld):
     )
 
 
+def _charge_events(db: Database, charge_id: str) -> list[tuple[str, int, str | None]]:
+    with db.read() as session:
+        return [
+            (row.type, row.object_version, row.app_id)
+            for row in session.execute(
+                select(EventRecord.type, EventRecord.object_version, EventRecord.app_id)
+                .where(EventRecord.object_id == charge_id)
+                .order_by(EventRecord.object_version)
+            )
+        ]
+
+
+def _usage_with_raised_cap(bw: BillingWorld) -> pb.AppCharge:
+    charge = bw.create(kind=pb.APP_CHARGE_KIND_USAGE, name="SMS", amount=0, capped_amount=1000)
+    bw.decide(charge.id)
+    return bw.stub.IncreaseAppChargeCap(
+        pb.IncreaseAppChargeCapRequest(id=charge.id, capped_amount=5000), metadata=bw.auth
+    )
+
+
+def test_raising_a_cap_emits_one_update_with_the_new_version(bw: BillingWorld, db: Database):
+    raised = _usage_with_raised_cap(bw)
+    assert _charge_events(db, raised.id)[-1] == ("app_charge.updated", raised.version, bw.app.id)
+    assert [e[0] for e in _charge_events(db, raised.id)].count("app_charge.updated") == 1
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "declined"])
+def test_deciding_a_raised_cap_emits_one_update_with_the_new_version(
+    bw: BillingWorld, db: Database, approve: bool
+):
+    raised = _usage_with_raised_cap(bw)
+    decided = bw.decide(raised.id, approve=approve).app_charge
+    assert decided.capped_amount == (5000 if approve else 1000)
+    events = _charge_events(db, raised.id)
+    assert events[-2:] == [
+        ("app_charge.updated", raised.version, bw.app.id),
+        ("app_charge.updated", decided.version, bw.app.id),
+    ]
+    # Every version of the charge has its event: an app following them sees no gap.
+    assert [version for _, version, _ in events] == list(range(1, decided.version + 1))
+
+
+def test_an_unconfirmed_raised_cap_expires_with_one_update(bw: BillingWorld, db: Database):
+    raised = _usage_with_raised_cap(bw)
+    expires = raised.expire_time.ToDatetime(tzinfo=UTC)
+    with db.unit_of_work() as uow:
+        uow.now = expires + timedelta(seconds=1)
+        charges.expire_due(uow)
+        uow.commit()
+    got = bw.stub.GetAppCharge(pb.GetAppChargeRequest(id=raised.id), metadata=bw.auth)
+    assert (got.capped_amount, got.pending_capped_amount) == (1000, 0)
+    assert _charge_events(db, raised.id)[-1] == ("app_charge.updated", got.version, bw.app.id)
+
+
 def test_one_time_charge_is_invoiced_once(bw: BillingWorld, db: Database):
     charge = bw.create(amount=5000)
     view = bw.decide(charge.id)
@@ -229,30 +283,131 @@ def test_merchant_lists_and_cancels_app_charges(bw: BillingWorld, new_merchant: 
     assert canceled.status == pb.APP_CHARGE_STATUS_CANCELED
 
 
-def test_replacing_immediately_credits_the_unused_time(bw: BillingWorld, db: Database):
-    old = bw.create(
+def _subscribe(bw: BillingWorld, name: str, amount: int, **fields: object) -> pb.AppCharge:
+    return bw.create(
         kind=pb.APP_CHARGE_KIND_RECURRING,
-        name="Basic",
-        amount=3000,
+        name=name,
+        amount=amount,
         interval=pb.BILLING_INTERVAL_EVERY_30_DAYS,
+        **fields,
     )
-    bw.decide(old.id)
-    new = bw.create(
-        kind=pb.APP_CHARGE_KIND_RECURRING,
+
+
+def _replace_basic_with_pro(
+    bw: BillingWorld,
+    db: Database,
+    *,
+    after: timedelta,
+    pro_currency: str = "usd",
+    **old_fields: object,
+) -> tuple[pb.AppCharge, AppChargeRecord]:
+    """Basic (30.00 every 30 days) replaced immediately by Pro (90.00), created and
+    approved `after` the start of Basic's period (the domain with an injected clock)."""
+    old = _subscribe(bw, "Basic", 3000, **old_fields)
+    started = bw.decide(old.id).app_charge.current_period_start.ToDatetime(tzinfo=UTC)
+    pro = charges.ChargeInput(
+        kind="recurring",
         name="Pro",
+        currency=pro_currency,
+        return_url=RETURN_URL,
         amount=9000,
-        interval=pb.BILLING_INTERVAL_EVERY_30_DAYS,
-        replacement_behavior=pb.REPLACEMENT_BEHAVIOR_IMMEDIATELY,
+        interval="every_30_days",
+        replacement="immediately",
     )
-    view = bw.decide(new.id)
+    with db.unit_of_work() as uow:
+        uow.now = started + after
+        new_id = charges.create_charge(uow, bw.caller, pro).id
+        charges.decide(uow, bw.world.merchant.id, new_id, approve=True)
+        uow.commit()
+    with db.read() as session:
+        new = session.get(AppChargeRecord, new_id)
+        assert new is not None
+        return old, new
+
+
+def test_replacing_immediately_invoices_the_old_period_and_credits_the_unused_time(
+    bw: BillingWorld, db: Database
+):
+    old, new = _replace_basic_with_pro(bw, db, after=timedelta(days=10))
     old_now = bw.stub.GetAppCharge(pb.GetAppChargeRequest(id=old.id), metadata=bw.auth)
     assert old_now.status == pb.APP_CHARGE_STATUS_CANCELED
-    # Approved seconds after the old period began: almost all of 3000 comes back,
-    # rounded down to the cent.
-    assert 2990 <= view.app_charge.credit < 3000
+    # 10 days of 30 used: 3000 × 20/30 = 2000 comes back on Pro's first invoice.
+    assert new.credit == 2000
+    # Billed in arrears, Basic's current period is invoiced at once, at its full price.
+    [basic] = _invoices(db, bw.app.id)
+    assert [(line["app_charge_id"], line["amount"]) for line in basic.lines] == [(old.id, 3000)]
+    assert (basic.total, basic.currency, basic.status) == (3000, "usd", "paid")
+    with db.read() as session:
+        paid = session.scalar(select(EventRecord.app_id).where(EventRecord.object_id == basic.id))
+    assert paid == bw.app.id
+    assert new.period_end is not None
+    cycles.run_cycles(db, VAULT, new.period_end + timedelta(seconds=1))
+    [_, pro] = _invoices(db, bw.app.id)
+    assert [line["amount"] for line in pro.lines] == [9000, -2000]
+    assert pro.total == 7000
+    # The merchant pays Basic's 10 days used (1000) and Pro's period, nothing more.
+    assert basic.total + pro.total == 1000 + 9000
+
+
+def test_replacing_immediately_also_invoices_a_period_the_billing_run_has_not_reached(
+    bw: BillingWorld, db: Database
+):
+    # Day 40: Basic's first period (days 0–30) ended, but no billing run billed it yet.
+    old, new = _replace_basic_with_pro(bw, db, after=timedelta(days=40))
+    [basic] = _invoices(db, bw.app.id)
+    assert [(line["app_charge_id"], line["amount"]) for line in basic.lines] == [
+        (old.id, 3000),
+        (old.id, 3000),
+    ]
+    assert new.credit == 2000  # 20 of the second period's 30 days unused
+    assert new.period_end is not None
+    cycles.run_cycles(db, VAULT, new.period_end + timedelta(seconds=1))
+    [_, pro] = _invoices(db, bw.app.id)
+    # 40 days of Basic (4000) and Pro's period.
+    assert basic.total + pro.total == 4000 + 9000
+
+
+def test_replacing_immediately_in_another_currency_invoices_only_the_used_time(
+    bw: BillingWorld, db: Database
+):
+    old, new = _replace_basic_with_pro(bw, db, after=timedelta(days=10), pro_currency="eur")
+    assert new.credit == 0  # no credit across currencies
+    [basic] = _invoices(db, bw.app.id)
+    # 3000 - 3000 × 20/30 = 1000 for the 10 days used.
+    assert [(line["app_charge_id"], line["amount"]) for line in basic.lines] == [(old.id, 1000)]
+    assert (basic.total, basic.currency, basic.status) == (1000, "usd", "paid")
+    assert new.period_end is not None
+    cycles.run_cycles(db, VAULT, new.period_end + timedelta(seconds=1))
+    [_, pro] = _invoices(db, bw.app.id)
+    assert (pro.total, pro.currency) == (9000, "eur")
+
+
+def test_replacing_a_subscription_in_its_trial_invoices_and_credits_nothing(
+    bw: BillingWorld, db: Database
+):
+    _, new = _replace_basic_with_pro(bw, db, after=timedelta(days=1), trial_days=7)
+    assert new.credit == 0
+    assert _invoices(db, bw.app.id) == []
+    assert new.period_end is not None
+    cycles.run_cycles(db, VAULT, new.period_end + timedelta(seconds=1))
+    assert [i.total for i in _invoices(db, bw.app.id)] == [9000]
+
+
+def test_replacing_at_period_end_bills_the_old_period_at_its_end(bw: BillingWorld, db: Database):
+    old = _subscribe(bw, "Basic", 3000)
+    old_end = _period_end(bw.decide(old.id).app_charge)
+    new = _subscribe(bw, "Pro", 9000, replacement_behavior=pb.REPLACEMENT_BEHAVIOR_AT_PERIOD_END)
+    view = bw.decide(new.id)
+    assert view.app_charge.credit == 0
+    assert view.app_charge.current_period_start.ToDatetime(tzinfo=UTC) == old_end
+    assert _invoices(db, bw.app.id) == []  # nothing invoiced at the replacement
+    cycles.run_cycles(db, VAULT, old_end + timedelta(seconds=1))
+    [basic] = _invoices(db, bw.app.id)
+    assert [(line["app_charge_id"], line["amount"]) for line in basic.lines] == [(old.id, 3000)]
+    got = bw.stub.GetAppCharge(pb.GetAppChargeRequest(id=old.id), metadata=bw.auth)
+    assert got.status == pb.APP_CHARGE_STATUS_CANCELED
     cycles.run_cycles(db, VAULT, _period_end(view.app_charge) + timedelta(seconds=1))
-    [invoice] = _invoices(db, bw.app.id)
-    assert invoice.total == 9000 - view.app_charge.credit
+    assert [i.total for i in _invoices(db, bw.app.id)] == [3000, 9000]
 
 
 def test_proration_rounds_down_to_the_minor_unit():
@@ -325,6 +480,25 @@ def test_failed_payment_retries_on_schedule_then_freezes_the_charge(
     assert (invoice.status, invoice.attempt_count) == ("uncollectible", 4)
     got = live.stub.GetAppCharge(pb.GetAppChargeRequest(id=charge.id), metadata=live.auth)
     assert got.status == pb.APP_CHARGE_STATUS_FROZEN
+
+
+def test_live_replacement_invoice_is_collected_by_the_next_run(
+    channel: grpc.Channel, db: Database, new_partner: PartnerCreds, new_merchant: MerchantCreds
+):
+    live = _live_world(channel, db, new_partner, new_merchant)
+    live.stub.SetBillingCard(
+        pb.SetBillingCardRequest(number="4242424242424242", exp_month=12, exp_year=2034, cvc="123"),
+        metadata=live.session,
+    )
+    old, new = _replace_basic_with_pro(live, db, after=timedelta(days=1))
+    [basic] = _invoices(db, live.app.id)
+    assert (basic.status, basic.total, basic.amount_paid) == ("open", 3000, 0)
+    assert basic.lines[0]["app_charge_id"] == old.id
+    assert new.activated_at is not None
+    cycles.run_cycles(db, VAULT, new.activated_at + timedelta(seconds=1))
+    [basic] = _invoices(db, live.app.id)
+    assert (basic.status, basic.amount_paid) == ("paid", 3000)
+    assert basic.processor_reference.startswith("test_ch_")
 
 
 # --- freezing -------------------------------------------------------------------------------

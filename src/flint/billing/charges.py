@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from flint.accounts.models import MerchantRecord, PartnerRecord
 from flint.apps.models import AppRecord
 from flint.billing import presenter
+from flint.billing.invoicing import MAX_PERIODS_PER_RUN, apply_credit, create_invoice, days, line
 from flint.billing.models import AppChargeRecord, UsageRecordRecord
 from flint.commerce.context import Tenant, list_scoped, scoped
 from flint.commerce.presenter import snapshot
@@ -351,6 +353,7 @@ def increase_cap(
     # The merchant has another 2 days to confirm the new cap.
     charge.expires_at = uow.now + CONFIRM_WITHIN
     _touch(charge, uow.now)
+    emit(uow, charge, "app_charge.updated")
     return charge
 
 
@@ -492,8 +495,8 @@ def decide(uow: UnitOfWork, merchant_id: str, charge_id: str, *, approve: bool) 
             charge.capped_amount = charge.pending_capped_amount
         charge.pending_capped_amount = 0
         _touch(charge, uow.now)
-        if approve:
-            emit(uow, charge, "app_charge.activated")
+        # The charge was active already: a changed (or kept) cap is an update.
+        emit(uow, charge, "app_charge.updated")
         return _confirmation(uow.session, charge, uow.now)
     if not approve:
         charge.status = "declined"
@@ -519,8 +522,7 @@ def _activate(uow: UnitOfWork, charge: AppChargeRecord) -> None:
                 raise _refuse_second_subscription()
             charge.replaces_id = current.id
             if charge.replacement == "immediately":
-                if current.currency == charge.currency:
-                    charge.credit = proration_credit(current, now)
+                charge.credit = _invoice_replaced(uow, current, charge)
                 current.status = "canceled"
                 current.canceled_at = now
                 _touch(current, now)
@@ -544,6 +546,46 @@ def _activate(uow: UnitOfWork, charge: AppChargeRecord) -> None:
         charge.period_end = start + INTERVALS[charge.interval]
     _touch(charge, now)
     emit(uow, charge, "app_charge.activated")
+
+
+def _invoice_replaced(uow: UnitOfWork, current: AppChargeRecord, new: AppChargeRecord) -> int:
+    """Invoices at once what the subscription replaced immediately owes up to now
+    (billed in arrears, canceled here, it never reaches the billing run again) and
+    returns the credit the new subscription gets for the unused time.
+
+    Same currency: the current period at its full price, its unused part credited
+    on the new subscription's next invoice. Another currency (no credit possible):
+    only the used part. A period that ended before the billing run reached it costs
+    its full price; a trial period, or one not yet started, costs nothing."""
+    now = uow.now
+    same_currency = current.currency == new.currency
+    lines: list[dict[str, Any]] = []
+    credit = 0
+    for _ in range(MAX_PERIODS_PER_RUN):
+        start, end = current.period_start, current.period_end
+        if start is None or end is None or start > now:
+            break
+        unused = proration_credit(current, now)  # 0 for a trial or a period that ended
+        if not (current.trial_ends_at is not None and end <= current.trial_ends_at):
+            if same_currency:
+                billed, until, credit = current.amount, end, unused
+            else:
+                billed, until = current.amount - unused, min(end, now)
+            if billed > 0:
+                lines.append(line(current, f"{current.name} ({days(start, until)})", billed))
+                lines.extend(apply_credit(current, billed))
+        if end > now:
+            break
+        current.period_start, current.period_end = end, end + INTERVALS[current.interval]
+    if lines:
+        create_invoice(
+            uow, current.merchant_id, current.environment, current.app_id, current.currency, lines
+        )
+    if same_currency:
+        # Proration credit the old plan had not used up yet moves to the new one.
+        credit += current.credit
+        current.credit = 0
+    return credit
 
 
 def proration_credit(current: AppChargeRecord, now: datetime) -> int:
@@ -585,6 +627,7 @@ def expire_due(uow: UnitOfWork) -> int:
         elif charge.pending_capped_amount:
             charge.pending_capped_amount = 0
             _touch(charge, uow.now)
+            emit(uow, charge, "app_charge.updated")
     return expired
 
 

@@ -27,23 +27,26 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from flint.billing import charges, presenter
+from flint.billing import charges
 from flint.billing.cards import get_card
+from flint.billing.invoicing import (
+    MAX_PERIODS_PER_RUN,
+    apply_credit,
+    create_invoice,
+    days,
+    emit_invoice,
+    line,
+)
 from flint.billing.models import AppChargeRecord, AppInvoiceRecord, UsageRecordRecord
 from flint.billing.vault import CardVault
 from flint.commerce.context import Tenant, list_scoped
-from flint.commerce.presenter import snapshot
 from flint.common.db import Database, UnitOfWork
-from flint.common.events import record_event
-from flint.common.ids import new_id
 from flint.common.money import display
 
 # Delays before the 2nd, 3rd and 4th attempt; after the 4th failure, give up.
 RETRY_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=5))
 # How long a payment attempt holds an invoice (no other runner charges it).
 ATTEMPT_LEASE = timedelta(minutes=5)
-# A run catches up at most this many periods of one charge (a server off for long).
-MAX_PERIODS_PER_RUN = 24
 
 
 @dataclass
@@ -106,21 +109,17 @@ def _invoice_due(db: Database, at: datetime) -> int:
         for (merchant_id, environment, app_id, currency), lines in groups.items():
             if not lines:
                 continue
-            _create_invoice(uow, merchant_id, environment, app_id, currency, lines)
+            create_invoice(uow, merchant_id, environment, app_id, currency, lines)
             created += 1
         uow.commit()
     return created
-
-
-def _line(charge: AppChargeRecord, description: str, amount: int) -> dict[str, Any]:
-    return {"description": description, "amount": amount, "app_charge_id": charge.id}
 
 
 def _bill(uow: UnitOfWork, charge: AppChargeRecord) -> list[dict[str, Any]]:
     """The lines of every period of `charge` that ended by now; rolls it forward."""
     lines: list[dict[str, Any]] = []
     if charge.kind == "one_time":
-        lines.append(_line(charge, charge.name, charge.amount))
+        lines.append(line(charge, charge.name, charge.amount))
         charge.period_end = None
         charge.version += 1
         charge.updated_at = uow.now
@@ -132,11 +131,8 @@ def _bill(uow: UnitOfWork, charge: AppChargeRecord) -> list[dict[str, Any]]:
         if charge.kind == "recurring":
             in_trial = charge.trial_ends_at is not None and end <= charge.trial_ends_at
             if not in_trial:
-                lines.append(_line(charge, f"{charge.name} ({_days(start, end)})", charge.amount))
-                if charge.credit:
-                    applied = min(charge.credit, charge.amount)
-                    charge.credit -= applied
-                    lines.append(_line(charge, "Credit for unused time on the old plan", -applied))
+                lines.append(line(charge, f"{charge.name} ({days(start, end)})", charge.amount))
+                lines.extend(apply_credit(charge, charge.amount))
             next_end = end + charges.INTERVALS[charge.interval]
         else:
             used = int(
@@ -151,7 +147,7 @@ def _bill(uow: UnitOfWork, charge: AppChargeRecord) -> list[dict[str, Any]]:
                 or 0
             )
             if used:
-                lines.append(_line(charge, f"{charge.name}: usage ({_days(start, end)})", used))
+                lines.append(line(charge, f"{charge.name}: usage ({days(start, end)})", used))
             charge.balance_used = 0
             next_end = end + charges.USAGE_PERIOD
         charge.period_start, charge.period_end = end, next_end
@@ -164,60 +160,6 @@ def _bill(uow: UnitOfWork, charge: AppChargeRecord) -> list[dict[str, Any]]:
             charge.period_end = None
             charges.emit(uow, charge, "app_charge.canceled")
     return lines
-
-
-def _days(start: datetime, end: datetime) -> str:
-    return f"{start.date().isoformat()} to {end.date().isoformat()}"
-
-
-def _emit_invoice(uow: UnitOfWork, invoice: AppInvoiceRecord, type_: str) -> None:
-    record_event(
-        uow,
-        merchant_id=invoice.merchant_id,
-        environment=invoice.environment,
-        type=type_,
-        object_type="app_invoice",
-        object_id=invoice.id,
-        object_version=invoice.version,
-        data=snapshot(presenter.invoice_pb(invoice)),
-        app_id=invoice.app_id,
-    )
-
-
-def _create_invoice(
-    uow: UnitOfWork,
-    merchant_id: str,
-    environment: str,
-    app_id: str,
-    currency: str,
-    lines: list[dict[str, Any]],
-) -> AppInvoiceRecord:
-    total = max(0, sum(line["amount"] for line in lines))
-    settled = environment == "test" or total == 0
-    invoice = AppInvoiceRecord(
-        id=new_id("ain"),
-        merchant_id=merchant_id,
-        environment=environment,
-        app_id=app_id,
-        # Test mode: paid with no money moved, the processor never called.
-        status="paid" if settled else "open",
-        currency=currency,
-        lines=lines,
-        total=total,
-        amount_paid=total if settled else 0,
-        attempt_count=0,
-        next_attempt_at=None if settled else uow.now,
-        decline_code="",
-        processor_reference="",
-        version=1,
-        created_at=uow.now,
-        updated_at=uow.now,
-        paid_at=uow.now if settled else None,
-    )
-    uow.session.add(invoice)
-    if settled:
-        _emit_invoice(uow, invoice, "app_invoice.paid")
-    return invoice
 
 
 def _collect(db: Database, vault: CardVault, at: datetime) -> tuple[int, int]:
@@ -280,7 +222,7 @@ def _attempt(db: Database, vault: CardVault, invoice_id: str, at: datetime) -> b
             invoice.next_attempt_at = None
             invoice.processor_reference = reference
             invoice.decline_code = ""
-            _emit_invoice(uow, invoice, "app_invoice.paid")
+            emit_invoice(uow, invoice, "app_invoice.paid")
         else:
             invoice.decline_code = decline
             if invoice.attempt_count > len(RETRY_SCHEDULE):
@@ -289,7 +231,7 @@ def _attempt(db: Database, vault: CardVault, invoice_id: str, at: datetime) -> b
                 _freeze_lines(uow, invoice)
             else:
                 invoice.next_attempt_at = uow.now + RETRY_SCHEDULE[invoice.attempt_count - 1]
-            _emit_invoice(uow, invoice, "app_invoice.payment_failed")
+            emit_invoice(uow, invoice, "app_invoice.payment_failed")
         uow.commit()
     return succeeded
 

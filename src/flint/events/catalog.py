@@ -67,6 +67,11 @@ CATALOG += (
         "An app charge froze: grant revoked, app uninstalled or payment failed for good",
     ),
     EventType("app_charge.canceled", "app_charge", "The app or the merchant canceled a charge"),
+    EventType(
+        "app_charge.updated",
+        "app_charge",
+        "A higher usage cap was requested, approved, declined or expired on an app charge",
+    ),
     EventType("app_usage.recorded", "app_usage_record", "An app reported usage on its charge"),
     EventType("app_invoice.paid", "app_invoice", "The merchant paid an app invoice"),
     EventType("app_invoice.payment_failed", "app_invoice", "A payment of an app invoice failed"),

@@ -97,7 +97,10 @@ class _ReplacementBehaviorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_R
     REPLACEMENT_BEHAVIOR_UNSPECIFIED: _ReplacementBehavior.ValueType  # 0
     """No replacement: refused while the app has an active subscription."""
     REPLACEMENT_BEHAVIOR_IMMEDIATELY: _ReplacementBehavior.ValueType  # 1
-    """The current one ends at approval, with a prorated credit."""
+    """The current one ends at approval: its current period is invoiced at once and
+    the unused part credited on this one (in another currency: only the used part
+    is invoiced).
+    """
     REPLACEMENT_BEHAVIOR_AT_PERIOD_END: _ReplacementBehavior.ValueType  # 2
     """The current one runs to its period end; this one starts then."""
 
@@ -107,7 +110,10 @@ class ReplacementBehavior(_ReplacementBehavior, metaclass=_ReplacementBehaviorEn
 REPLACEMENT_BEHAVIOR_UNSPECIFIED: ReplacementBehavior.ValueType  # 0
 """No replacement: refused while the app has an active subscription."""
 REPLACEMENT_BEHAVIOR_IMMEDIATELY: ReplacementBehavior.ValueType  # 1
-"""The current one ends at approval, with a prorated credit."""
+"""The current one ends at approval: its current period is invoiced at once and
+the unused part credited on this one (in another currency: only the used part
+is invoiced).
+"""
 REPLACEMENT_BEHAVIOR_AT_PERIOD_END: ReplacementBehavior.ValueType  # 2
 """The current one runs to its period end; this one starts then."""
 Global___ReplacementBehavior: _TypeAlias = ReplacementBehavior  # noqa: Y015
