@@ -232,6 +232,61 @@ def test_token_with_a_repeated_parameter_is_invalid_request(world: World) -> Non
     assert world.calls() == []
 
 
+def refresh_grant(refresh_token: str) -> dict[str, str]:
+    return {"grant_type": "refresh_token", "refresh_token": refresh_token}
+
+
+@pytest.mark.parametrize(
+    ("secret", "basic"),
+    [
+        pytest.param("", False, id="client-id-alone"),
+        pytest.param("", True, id="basic-with-empty-secret"),
+        pytest.param("wrong", True, id="basic-with-wrong-secret"),
+        pytest.param("wrong", False, id="wrong-client-secret-post"),
+    ],
+)
+def test_refresh_of_a_confidential_client_without_its_secret_is_401_invalid_client(
+    world: World, secret: str, basic: bool
+) -> None:
+    # RFC 6749 §6: the code was exchanged with the secret, so refreshing needs it too.
+    issued = tokens(world)
+    body = refresh_grant(issued["refresh_token"])
+    headers = basic_auth(world.app.client_id, secret) if basic else {}
+    if not basic:
+        body["client_id"] = world.app.client_id
+        if secret:
+            body["client_secret"] = secret
+    response = world.browser.post("/oauth/token", data=body, headers=headers)
+    _assert_oauth_error(response, 401, "invalid_client")
+    assert response.headers["www-authenticate"] == 'Basic realm="flint"'
+    # Refused without a change: the same refresh token still works with the secret.
+    response = world.browser.post(
+        "/oauth/token", data=refresh_grant(issued["refresh_token"]), headers=good_basic(world)
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_refresh_without_the_secret_says_the_secret_is_needed(world: World) -> None:
+    issued = tokens(world)
+    response = world.browser.post(
+        "/oauth/token",
+        data={**refresh_grant(issued["refresh_token"]), "client_id": world.app.client_id},
+    )
+    _assert_oauth_error(response, 401, "invalid_client")
+    assert "client secret" in response.json()["error_description"]
+
+
+def test_refresh_of_a_public_client_needs_only_the_client_id(world: World) -> None:
+    public = {"client_id": world.app.client_id}
+    response = world.browser.post("/oauth/token", data={**code_grant(world), **public})
+    assert response.status_code == 200, response.text
+    response = world.browser.post(
+        "/oauth/token", data={**refresh_grant(response.json()["refresh_token"]), **public}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["refresh_token"].startswith("frt_")
+
+
 def test_token_endpoint_refuses_get(client: TestClient) -> None:
     assert client.get("/oauth/token").status_code == 405
 

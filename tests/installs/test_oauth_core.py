@@ -19,10 +19,11 @@ from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
 from flint.apps.v1 import apps_service_pb2 as apps_pb
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
+from flint.common import credentials
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.events import EventRecord
 from flint.installs import oauth
-from flint.installs.models import SigningKeyRecord
+from flint.installs.models import RefreshTokenRecord, SigningKeyRecord, TokenFamilyRecord
 from flint.installs.v1 import installs_service_pb2 as pb
 from tests.conftest import bearer
 from tests.errors import grpc_error
@@ -456,6 +457,70 @@ def test_refresh_token_of_another_client_is_refused(world: OAuthWorld):
         )
     )
     assert oauth_error_of(error) == "invalid_grant"
+
+
+def _family_authenticated(db, refresh_token: str) -> bool:
+    with db.read() as session:
+        family_id = session.scalar(
+            select(RefreshTokenRecord.family_id).where(
+                RefreshTokenRecord.token_hash == credentials.hash_secret(refresh_token)
+            )
+        )
+        family = session.get(TokenFamilyRecord, family_id)
+        assert family is not None
+        return family.client_authenticated
+
+
+def test_refresh_of_a_confidential_family_without_the_secret_is_invalid_client(
+    world: OAuthWorld, db
+):
+    # RFC 6749 §6: the code was exchanged with the client secret, so a leaked
+    # refresh token must not be redeemable with the client_id alone.
+    verifier, challenge = pkce_pair()
+    code = world.approve(code_challenge=challenge, code_challenge_method="S256").code
+    tokens = world.exchange(code, code_verifier=verifier)
+    assert _family_authenticated(db, tokens.refresh_token)
+    error = refused(lambda: world.refresh(tokens.refresh_token, client_secret=""))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert oauth_error_of(error) == "invalid_client"
+    assert "client secret" in grpc_error(error).message
+    # The refusal changed nothing: the same refresh token still works with the secret.
+    as_app(world, tokens.access_token)
+    assert world.refresh(tokens.refresh_token).access_token
+
+
+def test_refresh_of_a_confidential_family_with_a_wrong_secret_is_invalid_client(
+    world: OAuthWorld,
+):
+    tokens = world.install()
+    error = refused(lambda: world.refresh(tokens.refresh_token, client_secret="fcs_" + "x" * 40))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert oauth_error_of(error) == "invalid_client"
+    assert world.refresh(tokens.refresh_token).access_token
+
+
+def test_replayed_refresh_token_without_the_secret_does_not_revoke_a_confidential_family(
+    world: OAuthWorld,
+):
+    # Only an authenticated client's replay revokes: an unauthenticated one is refused first.
+    first = world.install()
+    second = world.refresh(first.refresh_token)
+    error = refused(lambda: world.refresh(first.refresh_token, client_secret=""))
+    assert oauth_error_of(error) == "invalid_client"
+    as_app(world, second.access_token)
+    assert world.refresh(second.refresh_token).access_token
+
+
+def test_refresh_of_a_public_family_needs_only_the_client_id(world: OAuthWorld, db):
+    verifier, challenge = pkce_pair()
+    code = world.approve(code_challenge=challenge, code_challenge_method="S256").code
+    tokens = world.exchange(code, client_secret="", code_verifier=verifier)
+    assert not _family_authenticated(db, tokens.refresh_token)
+    second = world.refresh(tokens.refresh_token, client_secret="")
+    as_app(world, second.access_token)
+    # A refreshed family keeps what it was issued as.
+    assert not _family_authenticated(db, second.refresh_token)
+    assert world.refresh(second.refresh_token, client_secret="").access_token
 
 
 # --- refused: forged and misdirected access tokens --------------------------------------

@@ -9,8 +9,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, inspect, select
 
+from flint.accounts.models import MerchantRecord, PartnerRecord
+from flint.apps.models import AppRecord
 from flint.commerce.models import TimelineRecord
 from flint.common.db import Database
+from flint.installs.models import InstallRecord, TokenFamilyRecord
 from flint.migrations import alembic_config, migrate
 from flint.migrations.metadata import metadata
 from tests.conftest import fresh_database_url
@@ -79,5 +82,82 @@ def test_uncollectible_entries_recorded_as_voided_get_their_own_kind(tmp_path):
             assert kinds(db) == ["invoice_voided", "invoice_marked_uncollectible"]
             command.downgrade(config, "0007")
             assert kinds(db) == ["invoice_voided", "invoice_voided"]
+        finally:
+            db.dispose()
+
+
+def test_existing_token_families_stay_refreshable_without_the_secret(tmp_path):
+    now = datetime.now(UTC)
+    rows = [
+        (
+            MerchantRecord,
+            {"id": "mer_1", "name": "Shop", "email": "shop@example.com", "password_hash": "x"},
+        ),
+        (PartnerRecord, {"id": "par_1", "name": "Acme Apps"}),
+        (
+            AppRecord,
+            {
+                "id": "app_1",
+                "partner_id": "par_1",
+                "name": "Loyalty",
+                "description": "",
+                "icon_url": "",
+                "support_url": "",
+                "privacy_url": "",
+                "redirect_uris": [],
+                "requested_scopes": [],
+                "status": "active",
+                "client_id": "ca_1",
+                "client_secret_hash": "x",
+                "updated_at": now,
+            },
+        ),
+        (
+            InstallRecord,
+            {
+                "id": "ins_1",
+                "merchant_id": "mer_1",
+                "app_id": "app_1",
+                "status": "active",
+                "version": 1,
+                "updated_at": now,
+            },
+        ),
+        (
+            TokenFamilyRecord,
+            {
+                "id": "key_1",
+                "client_id": "ca_1",
+                "install_id": "ins_1",
+                "merchant_id": "mer_1",
+                "environment": "test",
+                "scopes": ["orders:read"],
+                "revoke_reason": "",
+            },
+        ),
+    ]
+
+    def columns(db: Database) -> set[str]:
+        return {c["name"] for c in inspect(db.engine).get_columns("oauth_token_families")}
+
+    with fresh_database_url(tmp_path) as url:
+        db = Database(url)
+        try:
+            config = alembic_config(db)
+            command.upgrade(config, "0008")
+            with db.engine.begin() as connection:
+                for model, values in rows:
+                    row = {"created_at": now, **values}
+                    connection.execute(insert(model.__table__).values(row))
+            command.upgrade(config, "0009")
+            with db.engine.connect() as connection:
+                flags = connection.execute(
+                    select(TokenFamilyRecord.id, TokenFamilyRecord.client_authenticated)
+                ).all()
+            assert [tuple(flag) for flag in flags] == [("key_1", False)]
+            command.downgrade(config, "0008")
+            assert "client_authenticated" not in columns(db)
+            with db.engine.connect() as connection:
+                assert connection.execute(select(TokenFamilyRecord.id)).scalars().all() == ["key_1"]
         finally:
             db.dispose()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from flint.common.db import Base
@@ -84,6 +84,9 @@ class TokenFamilyRecord(Base):
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
     revoke_reason: Mapped[str] = mapped_column(String(40))
+    # Issued to a client that authenticated with its client secret: its refresh
+    # tokens then work only with that secret too (RFC 6749 §6).
+    client_authenticated: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (Index("ix_token_families_install", "install_id", "environment"),)
 

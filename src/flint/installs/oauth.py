@@ -392,6 +392,8 @@ def _redeem_code(uow: UnitOfWork, app: AppRecord, request: TokenRequest) -> Toke
         created_at=uow.now,
         revoked_at=None,
         revoke_reason="",
+        # authenticate_client already refused a wrong secret.
+        client_authenticated=bool(request.client_secret),
     )
     uow.session.add(family)
     code.family_id = family.id
@@ -421,6 +423,15 @@ def _redeem_refresh_token(
         # Presented by a client it was not issued to: treat it as stolen.
         _revoke_family(uow, family.id, "refresh_token_misused")
         raise _invalid_grant("The refresh token was issued to another client", keep_revocation=True)
+    if family.client_authenticated and not request.client_secret:
+        # RFC 6749 §6: a client issued credentials authenticates to refresh. Checked
+        # before replay detection, so an unauthenticated request changes nothing.
+        raise oauth_error(
+            "invalid_client",
+            "The refresh token was issued to a client that authenticated with its client"
+            " secret: send the client secret to refresh it",
+            code=Code.UNAUTHENTICATED,
+        )
     if family.revoked_at is not None:
         raise _invalid_grant("The refresh token was revoked")
     if token.used_at is not None:
