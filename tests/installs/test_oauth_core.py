@@ -258,6 +258,23 @@ def test_revoke_endpoint_revokes_the_token_family(world: OAuthWorld):
     revoked_within_a_second(world, tokens.access_token)
 
 
+def test_a_confidential_clients_token_is_not_revoked_without_its_secret(world: OAuthWorld):
+    # Whoever holds a leaked token and the public client_id cannot cut the app off.
+    tokens = world.install()
+
+    def revoke(secret: str) -> None:
+        world.oauth.RevokeToken(
+            pb.RevokeTokenRequest(
+                token=tokens.refresh_token, client_id=world.app.client_id, client_secret=secret
+            ),
+            metadata=bearer(world.internal),
+        )
+
+    revoke("")  # answered like an unknown token
+    as_app(world, tokens.access_token)
+    assert world.refresh(tokens.refresh_token).access_token
+
+
 def test_introspection_reports_active_then_inactive(world: OAuthWorld):
     tokens = world.install()
 

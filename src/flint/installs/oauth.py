@@ -513,12 +513,16 @@ def _family_of(
 def revoke_token(
     uow: UnitOfWork, *, token: str, client_id: str, client_secret: str, issuer: str
 ) -> None:
-    """RFC 7009: revokes the token's family. Unknown tokens, and tokens of other
-    clients, are ignored (the answer is the same, so nothing leaks)."""
+    """RFC 7009: revokes the token's family. Unknown tokens, tokens of other
+    clients, and tokens issued to this client authenticated with its secret when
+    the request has none, are ignored (the answer is the same, so nothing leaks)."""
     app = authenticate_client(uow.session, client_id, client_secret)
     family = _family_of(uow.session, token, now=uow.now, issuer=issuer)
-    if family is not None and family.client_id == app.client_id:
-        _revoke_family(uow, family.id, "revoked_by_client")
+    if family is None or family.client_id != app.client_id:
+        return
+    if family.client_authenticated and not client_secret:
+        return
+    _revoke_family(uow, family.id, "revoked_by_client")
 
 
 @dataclass(frozen=True)
