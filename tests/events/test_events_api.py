@@ -102,6 +102,20 @@ def test_forged_cursor_is_refused(world: OAuthWorld, events, cursor):
     assert (details.code, details.reason) == ("INVALID_ARGUMENT", "CURSOR_INVALID")
 
 
+def test_a_negative_heartbeat_is_refused(world: OAuthWorld, events):
+    stream = events.StreamEvents(
+        pb.StreamEventsRequest(heartbeat_seconds=-5), metadata=bearer(world.merchant.test_key)
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(iter(stream))
+    details = grpc_error(caught.value)
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "OUT_OF_RANGE",
+        ["heartbeat_seconds"],
+    )
+
+
 def test_another_readers_cursor_is_refused(world: OAuthWorld, events, db):
     Commerce(world.channel, world.merchant.test_key, internal_key(db)).create_order()
     mine = wait_for_events(events, world.merchant.test_key, 1)

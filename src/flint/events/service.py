@@ -18,6 +18,22 @@ from flint.events.visibility import visible_object_types
 RETENTION = timedelta(days=30)
 
 
+DEFAULT_HEARTBEAT_SECONDS = 15
+MAX_HEARTBEAT_SECONDS = 60
+
+
+def heartbeat_seconds(requested: int) -> int:
+    """Seconds between heartbeats on an idle stream: 0 means the default, more
+    than the maximum is the maximum, a negative number is refused."""
+    if requested < 0:
+        raise invalid_argument(
+            "heartbeat_seconds",
+            "OUT_OF_RANGE",
+            f"must be 1 to {MAX_HEARTBEAT_SECONDS}, or 0 for {DEFAULT_HEARTBEAT_SECONDS}",
+        )
+    return min(requested or DEFAULT_HEARTBEAT_SECONDS, MAX_HEARTBEAT_SECONDS)
+
+
 def visible(reader: Reader) -> Select[EventRecord]:
     """Sequenced events of the reader's merchant and environment that it may see."""
     query = select(EventRecord).where(

@@ -23,9 +23,6 @@ from flint.installs import tokens
 from flint.server.convert import timestamp
 from flint.server.rpc import current_principal
 
-DEFAULT_HEARTBEAT = 15
-MAX_HEARTBEAT = 60
-
 
 class EventsServicer(pb_grpc.EventsServiceServicer):
     def __init__(self, db: Database, hub: Hub) -> None:
@@ -82,7 +79,7 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
     ) -> AsyncIterator[pb.StreamEventsResponse]:
         principal = current_principal()
         reader = Reader.of(principal)
-        heartbeat = min(request.heartbeat_seconds or DEFAULT_HEARTBEAT, MAX_HEARTBEAT)
+        heartbeat = service.heartbeat_seconds(request.heartbeat_seconds)
         key, position = await _start(self._db, reader, request.after)
 
         def still_allowed() -> bool:
@@ -95,7 +92,7 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
                 return record is not None and record.is_active(self._db.clock())
 
         async for item in self._hub.follow(
-            reader, list(request.types), position, max(heartbeat, 1), still_allowed
+            reader, list(request.types), position, heartbeat, still_allowed
         ):
             if isinstance(item, int):
                 yield pb.StreamEventsResponse(

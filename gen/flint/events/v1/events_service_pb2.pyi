@@ -179,7 +179,9 @@ class StreamEventsRequest(_message.Message):
     after: _builtins.str
     """Resume after this cursor; empty starts at now (only new events)."""
     heartbeat_seconds: _builtins.int
-    """Seconds between heartbeats on an idle stream: 0 means 15, at most 60."""
+    """Seconds between heartbeats on an idle stream: 0 means 15, at most 60;
+    negative is refused.
+    """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
