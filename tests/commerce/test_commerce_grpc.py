@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -221,58 +223,6 @@ def test_update_order_with_a_mask(shop: Commerce):
     assert updated.customer_email == "new@example.com"
     assert dict(updated.metadata) == {}
     assert updated.version == order.version + 1
-
-
-@pytest.mark.parametrize("kind", ["order", "invoice", "payment_link"])
-def test_an_unknown_update_mask_path_is_refused_and_changes_nothing(shop: Commerce, kind: str):
-    mask = field_mask_pb2.FieldMask(paths=["metadata", "total"])
-    if kind == "order":
-        target = shop.create_order()
-        update = lambda: shop.orders.UpdateOrder(  # noqa: E731
-            orders_pb.UpdateOrderRequest(
-                order=pb.Order(id=target.id, metadata={"x": "y"}), update_mask=mask
-            ),
-            metadata=shop.auth,
-        )
-        reread = lambda: shop.get(target.id)  # noqa: E731
-    elif kind == "invoice":
-        target = shop.new_invoice()
-        update = lambda: shop.invoices.UpdateInvoice(  # noqa: E731
-            invoices_pb.UpdateInvoiceRequest(
-                invoice=pb.Invoice(id=target.id, metadata={"x": "y"}), update_mask=mask
-            ),
-            metadata=shop.auth,
-        )
-        reread = lambda: shop.invoices.GetInvoice(  # noqa: E731
-            invoices_pb.GetInvoiceRequest(id=target.id), metadata=shop.auth
-        )
-    else:
-        target = shop.links.CreatePaymentLink(
-            links_pb.CreatePaymentLinkRequest(
-                payment_link=pb.PaymentLink(
-                    line_items=[pb.LineItem(name="Ebook", quantity=1, unit_amount=900)],
-                    currency="usd",
-                    success_url="https://shop.example.com/thanks",
-                )
-            ),
-            metadata=shop.auth,
-        )
-        update = lambda: shop.links.UpdatePaymentLink(  # noqa: E731
-            links_pb.UpdatePaymentLinkRequest(
-                payment_link=pb.PaymentLink(id=target.id, metadata={"x": "y"}), update_mask=mask
-            ),
-            metadata=shop.auth,
-        )
-        reread = lambda: shop.links.GetPaymentLink(  # noqa: E731
-            links_pb.GetPaymentLinkRequest(id=target.id), metadata=shop.auth
-        )
-    details = grpc_error(refused(update))
-    assert (details.code, details.reason, details.fields) == (
-        "INVALID_ARGUMENT",
-        "UNKNOWN_FIELD_MASK_PATH",
-        ["update_mask.paths[1]"],
-    )
-    assert (dict(reread().metadata), reread().version) == ({}, target.version)
 
 
 # --- payment links and invoices ---------------------------------------------------------
@@ -973,40 +923,85 @@ def test_a_payment_link_is_reactivated_by_active_true_without_a_mask(shop: Comme
     assert again.active
 
 
+@dataclass(frozen=True)
+class Updatable:
+    """One object of a kind with an Update RPC: how to update its metadata (with
+    the given mask paths) and read it back."""
+
+    target: Any
+    update: Callable[[dict[str, str], list[str]], object]
+    reread: Callable[[], Any]
+
+
+def updatable(shop: Commerce, kind: str) -> Updatable:
+    def mask(paths: list[str]) -> field_mask_pb2.FieldMask:
+        return field_mask_pb2.FieldMask(paths=paths)
+
+    if kind == "order":
+        order = shop.create_order()
+        return Updatable(
+            order,
+            lambda metadata, paths: shop.orders.UpdateOrder(
+                orders_pb.UpdateOrderRequest(
+                    order=pb.Order(id=order.id, metadata=metadata), update_mask=mask(paths)
+                ),
+                metadata=shop.auth,
+            ),
+            lambda: shop.get(order.id),
+        )
+    if kind == "invoice":
+        invoice = shop.new_invoice()
+        return Updatable(
+            invoice,
+            lambda metadata, paths: shop.invoices.UpdateInvoice(
+                invoices_pb.UpdateInvoiceRequest(
+                    invoice=pb.Invoice(id=invoice.id, metadata=metadata), update_mask=mask(paths)
+                ),
+                metadata=shop.auth,
+            ),
+            lambda: shop.invoices.GetInvoice(
+                invoices_pb.GetInvoiceRequest(id=invoice.id), metadata=shop.auth
+            ),
+        )
+    link = new_link(shop)
+    return Updatable(
+        link,
+        lambda metadata, paths: shop.links.UpdatePaymentLink(
+            links_pb.UpdatePaymentLinkRequest(
+                payment_link=pb.PaymentLink(id=link.id, metadata=metadata), update_mask=mask(paths)
+            ),
+            metadata=shop.auth,
+        ),
+        lambda: shop.links.GetPaymentLink(
+            links_pb.GetPaymentLinkRequest(id=link.id), metadata=shop.auth
+        ),
+    )
+
+
+@pytest.mark.parametrize("kind", ["order", "invoice", "payment_link"])
+def test_an_unknown_update_mask_path_is_refused_and_changes_nothing(shop: Commerce, kind: str):
+    subject = updatable(shop, kind)
+    details = grpc_error(refused(lambda: subject.update({"x": "y"}, ["metadata", "total"])))
+    assert (details.code, details.reason, details.fields) == (
+        "INVALID_ARGUMENT",
+        "UNKNOWN_FIELD_MASK_PATH",
+        ["update_mask.paths[1]"],
+    )
+    reread = subject.reread()
+    assert (dict(reread.metadata), reread.version) == ({}, subject.target.version)
+
+
 @pytest.mark.parametrize("kind", ["order", "invoice", "payment_link"])
 def test_an_update_without_a_mask_that_sets_nothing_is_refused(shop: Commerce, kind: str):
     # `active: false` cannot be told from "not given" without a mask: deactivating
     # that way must not answer as if it had worked.
-    if kind == "order":
-        target = shop.create_order()
-        update = lambda: shop.orders.UpdateOrder(  # noqa: E731
-            orders_pb.UpdateOrderRequest(order=pb.Order(id=target.id)), metadata=shop.auth
-        )
-        reread = lambda: shop.get(target.id)  # noqa: E731
-    elif kind == "invoice":
-        target = shop.new_invoice()
-        update = lambda: shop.invoices.UpdateInvoice(  # noqa: E731
-            invoices_pb.UpdateInvoiceRequest(invoice=pb.Invoice(id=target.id)),
-            metadata=shop.auth,
-        )
-        reread = lambda: shop.invoices.GetInvoice(  # noqa: E731
-            invoices_pb.GetInvoiceRequest(id=target.id), metadata=shop.auth
-        )
-    else:
-        target = new_link(shop)
-        update = lambda: shop.links.UpdatePaymentLink(  # noqa: E731
-            links_pb.UpdatePaymentLinkRequest(payment_link=pb.PaymentLink(id=target.id)),
-            metadata=shop.auth,
-        )
-        reread = lambda: shop.links.GetPaymentLink(  # noqa: E731
-            links_pb.GetPaymentLinkRequest(id=target.id), metadata=shop.auth
-        )
-    details = grpc_error(refused(update))
+    subject = updatable(shop, kind)
+    details = grpc_error(refused(lambda: subject.update({}, [])))
     assert (details.code, details.reason, details.fields) == (
         "INVALID_ARGUMENT",
         "FIELD_REQUIRED",
         ["update_mask"],
     )
-    assert reread().version == target.version
+    assert subject.reread().version == subject.target.version
     if kind == "order":
-        assert kinds(shop.timeline(target.id)) == ["CREATED"]
+        assert kinds(shop.timeline(subject.target.id)) == ["CREATED"]
