@@ -4,6 +4,8 @@ sees what, secrets shown once and never stored in the clear."""
 from __future__ import annotations
 
 import base64
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -60,6 +62,26 @@ class Strict:
 @pytest.fixture
 def strict(channel: grpc.Channel, new_partner: PartnerCreds) -> Strict:
     return Strict(channel, new_partner)
+
+
+def test_an_app_has_at_most_16_endpoints_even_when_created_at_once(strict: Strict):
+    start = threading.Barrier(20)
+
+    def create(n: int) -> str:
+        start.wait()
+        try:
+            strict.create(f"{GOOD_URL}/{n}")
+            return "CREATED"
+        except grpc.RpcError as error:
+            return grpc_error(error).reason
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(create, range(20)))
+    assert sorted(outcomes) == ["CREATED"] * 16 + ["TOO_MANY_WEBHOOK_ENDPOINTS"] * 4
+    listed = strict.stub.ListWebhookEndpoints(
+        pb.ListWebhookEndpointsRequest(app_id=strict.app.id, page_size=50), metadata=strict.auth
+    )
+    assert len(listed.webhook_endpoints) == 16
 
 
 # --- refused URLs, each its own test ----------------------------------------------

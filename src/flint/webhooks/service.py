@@ -13,6 +13,7 @@ from sqlalchemy import Select, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from flint.apps import service as apps
+from flint.apps.models import AppRecord
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
@@ -289,6 +290,8 @@ def create_endpoint(
     _validate(values, violations, allow_loopback=allow_loopback)
     violations.raise_if_any()
     app = apps.get_app(uow.session, principal, app_id)
+    # Concurrent creates for one app take turns, so none counts past the limit.
+    uow.session.execute(select(AppRecord.id).where(AppRecord.id == app.id).with_for_update())
     count = uow.session.scalar(
         select(func.count()).where(
             WebhookEndpointRecord.app_id == app.id, WebhookEndpointRecord.deleted_at.is_(None)
