@@ -114,3 +114,23 @@ def test_a_revoked_reader_is_cut_off_even_while_events_keep_flowing(db: Database
     ended, received = asyncio.run(scenario())
     assert received > 5  # events kept arriving after the revocation…
     assert ended  # …and the stream still ended
+
+
+def test_the_hub_stops_when_cancelled_as_it_is_woken(db: Database):
+    """A cancel that lands as the hub wakes must still end it (on Python 3.11
+    asyncio.wait_for swallowed such a cancel, and the hub outlived the server)."""
+
+    async def wake_and_cancel() -> bool:
+        hub = Hub(db)
+        running = asyncio.create_task(hub.run())
+        await asyncio.sleep(0.3)  # polling, waiting to be woken
+        hub.notify_threadsafe()
+        await asyncio.sleep(0)  # the wake-up is scheduled before the cancel
+        running.cancel()
+        done, _ = await asyncio.wait({running}, timeout=3)
+        if not done:
+            running.cancel()  # once more, so the test itself leaves nothing behind
+            await asyncio.wait({running}, timeout=3)
+        return bool(done)
+
+    assert asyncio.run(wake_and_cancel())

@@ -93,13 +93,19 @@ class Hub:
             await self._poll_forever()
         finally:
             if not self._db.is_sqlite:
+                # Waited for, so its connection closes while the loop still runs.
                 listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await listener
 
     async def _poll_forever(self) -> None:
         self.head = await asyncio.to_thread(self._max_cursor)
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancel that lands as the wait ends, and the hub would outlive `stop`.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll)
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
             self._wake.clear()
             if not self._subscribers:
                 continue
@@ -169,7 +175,8 @@ class Hub:
                     backfill = len(batch) == BACKFILL_BATCH
                     continue
                 try:
-                    queued = await asyncio.wait_for(sub.queue.get(), heartbeat_seconds)
+                    async with asyncio.timeout(heartbeat_seconds):
+                        queued = await sub.queue.get()
                 except TimeoutError:
                     if not await asyncio.to_thread(still_allowed):
                         return

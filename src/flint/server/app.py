@@ -85,6 +85,8 @@ DEFAULT_WORKER_THREADS = 16
 # (GetOrder ran 10-20 % faster on 2 threads than on 16 shared; 4 leave room for
 # a slow query).
 DEFAULT_READ_THREADS = 4
+# How long `stop` waits for the event hub to close its LISTEN connection.
+HUB_STOP_SECONDS = 5.0
 
 
 @dataclass
@@ -103,6 +105,9 @@ class RunningServer:
         await self.health.enter_graceful_shutdown()
         self.hub_task.cancel()
         await self.server.stop(grace)
+        # The hub closes its LISTEN connection as it ends; whoever closes the loop
+        # after this must not find it still pending.
+        await asyncio.wait({self.hub_task}, timeout=HUB_STOP_SECONDS)
         self.sequencer.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.read_executor.shutdown(wait=False, cancel_futures=True)

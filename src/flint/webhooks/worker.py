@@ -264,8 +264,10 @@ class _Loop:
                 await self._sleep(worker.poll_seconds)
 
     async def _sleep(self, timeout: float | None) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancel.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
         self.wake.clear()
 
     async def _sender(self, sender: Sender) -> None:
