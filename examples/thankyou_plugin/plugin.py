@@ -19,7 +19,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from flint.accounts.v1.accounts_service_pb2 import Environment
 from flint.commerce.v1.resources_pb2 import Refund
 from flint.events.v1.events_service_pb2 import Event
-from flint.sdk import AuthenticationError, FlintClient, OAuthClient, OAuthSession, Tokens
+from flint.sdk import (
+    AuthenticationError,
+    FlintClient,
+    OAuthClient,
+    OAuthError,
+    OAuthSession,
+    Tokens,
+)
 
 from .store import Install, Order, Store
 
@@ -228,6 +235,11 @@ class ThankYouPlugin:
                     logger.warning("re-sync of %s refused: %s", install.install_id, error.reason)
                     if error.reason == "CREDENTIAL_REVOKED":
                         self.store.deactivate_install(install.install_id)
+                except OAuthError as error:  # away longer than a token lives: refresh refused
+                    logger.warning("re-sync of %s refused: %s", install.install_id, error.reason)
+                    if error.reason == "invalid_grant":
+                        self.store.deactivate_install(install.install_id)
+                        self._forget_client(install.install_id)
         return handled
 
     def _resync_install(self, install: Install) -> int:

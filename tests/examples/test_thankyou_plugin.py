@@ -10,10 +10,12 @@ from pathlib import Path
 
 import httpx
 from playwright.sync_api import Browser
+from thankyou_plugin.plugin import Settings, ThankYouPlugin
 from thankyou_plugin.store import Store
 
 from flint.commerce.v1.resources_pb2 import TIMELINE_ENTRY_KIND_NOTE_ADDED
 from flint.events.v1.events_service_pb2 import Event
+from flint.sdk import Tokens
 from flint.sdk.webhook_verification import sign
 from tests.conftest import wait_until
 from tests.e2e.test_readme_commerce import pay_in_browser
@@ -158,3 +160,38 @@ def test_support_actions_need_the_support_token(stack: PluginStack):
     httpx.post(f"{stack.plugin.url}/resync", headers=token).raise_for_status()
     # Everything is handled now: a second re-sync finds nothing new.
     assert httpx.post(f"{stack.plugin.url}/resync", headers=token).json() == {"handled": 0}
+
+
+def test_resync_drops_an_install_whose_tokens_were_revoked_while_it_was_away(
+    stack: PluginStack, tmp_path: Path
+):
+    # The plugin was down for longer than an access token lives, and meanwhile
+    # the install ended: its refresh token is refused (invalid_grant).
+    env = stack.plugin.env
+    plugin = ThankYouPlugin(
+        Settings(
+            flint_url=stack.flint_url,
+            client_id=env["FLINT_CLIENT_ID"],
+            client_secret=env["FLINT_CLIENT_SECRET"],
+            app_id=stack.app_id,
+            partner_key=env["FLINT_PARTNER_KEY"],
+            public_url=stack.plugin.url,
+            database=tmp_path / "thankyou.db",
+            support_token=stack.support_token,
+        )
+    )
+    try:
+        gone = Tokens(
+            access_token="expired",
+            refresh_token="revoked",
+            expires_at=0.0,
+            install_id="ins_gone",
+            merchant_id="mer_gone",
+            environment="test",
+        )
+        plugin.store.save_install(gone)
+        plugin.store.save_since(gone.install_id, "2026-01-01T00:00:00Z")
+        assert plugin.resync() == 0
+        assert plugin.store.installs() == []
+    finally:
+        plugin.close()

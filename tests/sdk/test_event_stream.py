@@ -4,9 +4,11 @@ duplicate."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
+import httpx
 import pytest
 
 from flint.sdk import FlintClient
@@ -20,6 +22,59 @@ pytestmark = pytest.mark.e2e
 def test_sse_data_joins_multi_line_payloads_and_skips_comments():
     lines = iter([": hello", 'data: {"a":', "data: 1}", "", "data: {}", ""])
     assert list(sse_data(lines)) == ['{"a":\n1}', "{}"]
+
+
+def scripted_stream(*items: dict[str, object], api_key: str = "sk_test_x") -> FlintClient:
+    """A client whose event stream sends `items`, then nothing but heartbeats."""
+    body = "".join(f"data: {json.dumps(item)}\n\n" for item in items)
+    answers = [body]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v1/events:stream"
+        text = answers.pop(0) if answers else 'data: {"heartbeat": {"cursor": "9.z"}}\n\n'
+        return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+
+    return FlintClient(
+        api_key=api_key,
+        base_url="http://flint.test",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+
+
+UNINSTALLED = {
+    "id": "evt_1",
+    "type": "install.uninstalled",
+    "cursor": "2.a",
+    "object_type": "install",
+    "object_id": "ins_1",
+}
+
+
+def test_an_app_stream_ends_after_its_install_is_uninstalled():
+    client = scripted_stream(
+        {"heartbeat": {"cursor": "1.x"}}, {"event": UNINSTALLED}, api_key="eyJ.app.token"
+    )
+    with client.events.stream(heartbeat_seconds=1) as stream:
+        assert [event.id for event in stream] == ["evt_1"]
+
+
+def test_a_merchant_stream_goes_on_after_an_app_is_uninstalled():
+    created = {
+        "id": "evt_2",
+        "type": "order.created",
+        "cursor": "3.b",
+        "object_type": "order",
+        "object_id": "ord_1",
+    }
+    client = scripted_stream(
+        {"heartbeat": {"cursor": "1.x"}}, {"event": UNINSTALLED}, {"event": created}
+    )
+    with client.events.stream(heartbeat_seconds=1) as stream:
+        assert next(stream).id == "evt_1"
+        # The merchant sees every app's install events; only an app's own
+        # install ends its (the app's) stream.
+        assert next(stream).id == "evt_2"
+    assert stream.cursor == "3.b"
 
 
 def test_stream_yields_live_events_as_typed_messages(merchant: FlintClient):

@@ -191,3 +191,36 @@ def test_request_bodies_use_proto_field_names_and_routes_from_the_http_rules():
     assert json.loads(note.content) == {"text": "hello"}
     assert listing.url.params.get("customer_email") == "a@example.com"
     assert listing.url.params.get("status") == "ORDER_STATUS_PAID"
+
+
+def test_a_401_after_another_thread_refreshed_retries_with_that_token_without_refreshing_again():
+    class FakeOAuth:
+        def __init__(self) -> None:
+            self.refreshed = 0
+
+        def refresh(self, refresh_token: str) -> Tokens:
+            self.refreshed += 1
+            n = self.refreshed + 1
+            return Tokens(f"at-{n}", f"rt-{n}", expires_at=9e9)
+
+    oauth = FakeOAuth()
+    session = OAuthSession(oauth, Tokens("at-1", "rt-1", expires_at=9e9))  # type: ignore[arg-type]
+    requests: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if len(requests) == 1:
+            # While this request was in flight with at-1, another thread sharing
+            # the session met the expiry first and refreshed to at-2.
+            session.refresh()
+            return status(401, 16, "CREDENTIAL_EXPIRED")
+        return httpx.Response(200, json=ORDER)
+
+    client = FlintClient(
+        oauth=session,
+        base_url="http://flint.test",
+        http_client=httpx.Client(transport=httpx.MockTransport(handler)),
+    )
+    client.orders.get("ord_1")
+    assert [r.headers["authorization"] for r in requests] == ["Bearer at-1", "Bearer at-2"]
+    assert oauth.refreshed == 1

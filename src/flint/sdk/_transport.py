@@ -45,6 +45,11 @@ class ApiKey:
     def recover(self, error: FlintError) -> bool:
         return False
 
+    @property
+    def is_secret_key(self) -> bool:
+        """A merchant's secret key (`sk_test_…`/`sk_live_…`), not an app's token."""
+        return self._key.startswith("sk_")
+
     def __repr__(self) -> str:
         return f"ApiKey({self._key[:8]}…)"
 

@@ -20,11 +20,12 @@ import httpx
 from google.protobuf import json_format
 
 from flint.events.v1.events_service_pb2 import Event, StreamEventsResponse
-from flint.sdk._transport import RetryPolicy, Transport, retryable_status
+from flint.sdk._transport import ApiKey, RetryPolicy, Transport, retryable_status
 from flint.sdk.errors import FlintError, error_class
 
 STREAM_PATH = "/v1/events:stream"
-# After this event the install's stream ends for good (its credentials stop working).
+# After this event of its own install an app's stream ends for good (its
+# credentials stop working). A merchant sees it for every app and goes on.
 FINAL_EVENT_TYPE = "install.uninstalled"
 _REMEMBERED_IDS = 10_000
 
@@ -67,6 +68,9 @@ class EventStream(Iterator[Event]):
         on_heartbeat: Callable[[str], None] | None = None,
     ) -> None:
         self._transport = transport
+        credentials = transport.credentials
+        # An app's stream shows only its own install's lifecycle events.
+        self._app_stream = not (isinstance(credentials, ApiKey) and credentials.is_secret_key)
         self.cursor = after
         self.types = tuple(types)
         self.heartbeat_seconds = heartbeat_seconds
@@ -160,7 +164,7 @@ class EventStream(Iterator[Event]):
                             self.cursor = event.cursor
                         if self._remember(event.id):
                             yield event
-                        if event.type == FINAL_EVENT_TYPE:
+                        if event.type == FINAL_EVENT_TYPE and self._app_stream:
                             return
             except FlintError as error:
                 if self._closed.is_set():

@@ -278,6 +278,9 @@ class OAuthSession:
         self.refresh_margin = refresh_margin
         self._clock = clock
         self._lock = threading.Lock()
+        # The access token each thread last sent: a 401 refreshes only if it is
+        # still the current one (another thread may have refreshed meanwhile).
+        self._sent = threading.local()
 
     @property
     def tokens(self) -> Tokens:
@@ -326,12 +329,14 @@ class OAuthSession:
 
     # Credentials protocol, for FlintClient.
     def authorization(self) -> str:
-        return f"Bearer {self.access_token()}"
+        token = self.access_token()
+        self._sent.token = token
+        return f"Bearer {token}"
 
     def recover(self, error: FlintError) -> bool:
         if error.reason != "CREDENTIAL_EXPIRED":
             return False
-        stale = self._tokens.access_token
+        stale = getattr(self._sent, "token", None) or self._tokens.access_token
         with self._lock:
             self._refresh_locked(stale)
         return True
