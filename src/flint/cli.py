@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from flint import envoy
 from flint.accounts import service
 from flint.billing import cycles
@@ -632,6 +634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.handler(args)
     except FlintError as error:
         print(f"flint: {error.message} ({error.reason})", file=sys.stderr)
+        return 1
+    except OperationalError as error:
+        # Unreachable or unopenable database: say so, without a stack trace.
+        print(f"flint: cannot use the database: {error.orig}", file=sys.stderr)
         return 1
     return result
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import grpc
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from flint.accounts import service
 from flint.accounts.models import MerchantRecord
 from flint.accounts.v1 import accounts_service_pb2 as pb
 from flint.common.credentials import ApiKeyRecord, hash_secret
+from flint.common.errors import FlintError
 from tests.conftest import MerchantCreds, PartnerCreds, bearer
 from tests.errors import grpc_error
 
@@ -90,6 +97,25 @@ def test_rotating_a_merchant_key_revokes_the_old_one(accounts_stub, new_merchant
         pb.GetMerchantRequest(id=new_merchant.id), metadata=bearer(new_key.secret)
     )
     # The live key is a separate credential and keeps working.
+    accounts_stub.GetMerchant(
+        pb.GetMerchantRequest(id=new_merchant.id), metadata=bearer(new_merchant.live_key)
+    )
+
+
+def test_a_test_key_cannot_rotate_the_live_key(accounts_stub, new_merchant):
+    # A test key (shared with developers, kept in CI) must not mint a live key
+    # nor revoke the live key in use: one environment's key manages only itself.
+    details = grpc_error(
+        refused(
+            lambda: accounts_stub.RotateMerchantKey(
+                pb.RotateMerchantKeyRequest(id=new_merchant.id, environment=pb.ENVIRONMENT_LIVE),
+                metadata=bearer(new_merchant.test_key),
+            )
+        )
+    )
+    assert (details.code, details.reason) == ("PERMISSION_DENIED", "ENVIRONMENT_MISMATCH")
+    assert details.fields == ["environment"]
+    # The live key still works.
     accounts_stub.GetMerchant(
         pb.GetMerchantRequest(id=new_merchant.id), metadata=bearer(new_merchant.live_key)
     )
@@ -250,3 +276,45 @@ def test_bad_credentials_are_unauthenticated(accounts_stub, new_partner, authori
         )
     )
     assert (details.code, details.reason) == ("UNAUTHENTICATED", reason)
+
+
+def test_concurrent_merchants_with_one_email_are_refused_as_already_exists(db):
+    # Both requests pass the "is the email taken" check before either commits;
+    # the unique index then refuses the second, which must answer ALREADY_EXISTS
+    # (not INTERNAL). On SQLite writers are serialised, so the check alone sees it.
+    email = f"race-{secrets.token_hex(4)}@example.com"
+    first_added = threading.Event()
+    release_first = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def first() -> None:
+        with db.unit_of_work() as uow:
+            service.create_merchant(uow, name="First", email=email, password="correct horse 1")
+            uow.session.flush()
+            first_added.set()
+            release_first.wait(10)
+            uow.commit()
+
+    def second() -> None:
+        try:
+            with db.unit_of_work() as uow:
+                service.create_merchant(uow, name="Second", email=email, password="correct horse 2")
+                uow.commit()
+            outcome["second"] = "created"
+        except FlintError as error:
+            outcome["second"] = (error.code.value, error.reason)
+        except Exception as error:  # the defect: a raw database error
+            outcome["second"] = type(error).__name__
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done_first = pool.submit(first)
+        assert first_added.wait(10)
+        done_second = pool.submit(second)
+        # Let the second request reach the insert (it waits on the first's row).
+        time.sleep(0.5)
+        release_first.set()
+        done_first.result(10)
+        done_second.result(10)
+    assert outcome["second"] == ("ALREADY_EXISTS", "RESOURCE_ALREADY_EXISTS")
+    with db.read() as session:
+        assert session.scalar(select(func.count()).where(MerchantRecord.email == email)) == 1

@@ -472,6 +472,21 @@ def test_rotate_partner_key_of_unknown_partner_fails_cleanly(database_url):
     assert "No such partner" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [("migrate",), ("admin", "create-partner", "--name", "Nowhere Apps", "--json")],
+    ids=["migrate", "create-partner"],
+)
+def test_unreachable_database_fails_cleanly(tmp_path, args):
+    url = f"sqlite:///{tmp_path / 'no-such-dir' / 'flint.db'}"
+    result = run_flint(url, *args)
+    assert result.returncode == 1
+    assert_no_traceback(result)
+    assert result.stdout == ""
+    assert result.stderr.startswith("flint: cannot use the database")
+    assert "unable to open database file" in result.stderr
+
+
 # --- flint dev seed -----------------------------------------------------------------
 
 

@@ -25,6 +25,9 @@ from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.apps import service as apps_service
 from flint.apps.v1 import apps_service_pb2 as pb
 from flint.apps.v1 import apps_service_pb2_grpc as pb_grpc
+from flint.commerce.v1 import orders_service_pb2 as orders_pb
+from flint.commerce.v1 import orders_service_pb2_grpc as orders_grpc
+from flint.commerce.v1 import resources_pb2 as resources_pb
 from flint.common import idempotency as store
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.db import Database, UnitOfWork
@@ -220,19 +223,25 @@ def test_keys_are_scoped_to_the_caller(apps_stub, new_partner, other_partner):
     assert [app.id for app in list_apps(apps_stub, other_partner)] == [theirs.id]
 
 
-def test_keys_are_scoped_to_the_environment(accounts_stub, new_merchant: MerchantCreds):
+def test_keys_are_scoped_to_the_environment(channel, new_merchant: MerchantCreds):
+    # The same key and the same request in the merchant's two environments are two
+    # requests (a key can no longer rotate the other environment's key, so this
+    # uses an order, which both environments create).
+    orders = orders_grpc.OrdersServiceStub(channel)
     key = new_key()
-    request = accounts_pb.RotateMerchantKeyRequest(
-        id=new_merchant.id, environment=accounts_pb.ENVIRONMENT_TEST, previous_key_ttl_seconds=60
+    request = orders_pb.CreateOrderRequest(
+        order=resources_pb.Order(
+            currency="usd",
+            line_items=[resources_pb.LineItem(name="Mug", quantity=1, unit_amount=900)],
+        )
     )
-    by_test = accounts_stub.RotateMerchantKey(
-        request, metadata=with_key(new_merchant.test_key, key)
-    )
-    by_live = accounts_stub.RotateMerchantKey(
-        request, metadata=with_key(new_merchant.live_key, key)
-    )
+    by_test = orders.CreateOrder(request, metadata=with_key(new_merchant.test_key, key))
+    by_live = orders.CreateOrder(request, metadata=with_key(new_merchant.live_key, key))
     assert by_live.id != by_test.id
-    assert by_live.secret != by_test.secret
+    assert (by_test.environment, by_live.environment) == (
+        accounts_pb.ENVIRONMENT_TEST,
+        accounts_pb.ENVIRONMENT_LIVE,
+    )
 
 
 def test_scope_names_the_caller():

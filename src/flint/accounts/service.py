@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from flint.accounts.models import (
@@ -106,7 +107,14 @@ def create_merchant(uow: UnitOfWork, *, name: str, email: str, password: str) ->
         password_hash=passwords.hash_password(password),
         created_at=uow.now,
     )
-    uow.session.add(merchant)
+    try:
+        with uow.session.begin_nested():
+            uow.session.add(merchant)
+    except IntegrityError:
+        # Another request created a merchant with this email after our check.
+        raise already_exists(
+            "merchant", "merchant.email", "A merchant with this email exists"
+        ) from None
     keys = [
         _issue(
             uow,
@@ -161,6 +169,14 @@ def rotate_merchant_key(
     _check_ttl(violations, previous_key_ttl_seconds)
     violations.raise_if_any()
     merchant = _visible_merchant(uow.session, principal, merchant_id)
+    if principal.kind is PrincipalKind.MERCHANT and principal.environment != environment:
+        # A test key must not mint or revoke the live key (nor the reverse).
+        raise FlintError(
+            Code.PERMISSION_DENIED,
+            "ENVIRONMENT_MISMATCH",
+            f"A {principal.environment} key cannot rotate the {environment} key",
+            metadata={"environment": environment},
+        ).with_violation("environment", f"must be {principal.environment} with this key")
     credentials.expire_active_keys(
         uow.session,
         kind=credentials.KIND_MERCHANT,
