@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from flint.envoy import HOSTED_PREFIXES
+from flint.envoy import HOSTED_PREFIXES, MAX_REQUEST_BYTES
 from tests.conftest import Edge, PartnerCreds, free_port, start_envoy
 from tests.errors import rest_error
 
@@ -156,6 +156,25 @@ def test_unknown_http_method_on_a_known_path_is_a_json_error(rest, new_partner: 
     message = assert_edge_error(response, response.status_code, response.json()["code"], reason)
     assert "/v1/apps" in message
     # …and nothing was created.
+    listed = rest.get("/v1/apps", headers=auth(new_partner.key))
+    assert listed.json()["apps"] == []
+
+
+def test_oversized_body_is_json_413_not_a_retryable_429(rest, new_partner: PartnerCreds):
+    # Larger than the gRPC server's 4 MiB message limit: without a limit at the edge the
+    # server's RESOURCE_EXHAUSTED became 429, which clients (and the SDK) retry forever.
+    too_large = {"name": "x" * (5 * 1024 * 1024), "redirect_uris": ["https://a.example"]}
+    response = rest.post("/v1/apps", json=too_large, headers=auth(new_partner.key))
+    assert_edge_error(response, 413, 3, "REQUEST_TOO_LARGE")
+    assert response.headers["x-request-id"]
+    just_over = {"name": "x" * MAX_REQUEST_BYTES}
+    response = rest.post("/v1/apps", json=just_over, headers=auth(new_partner.key))
+    assert_edge_error(response, 413, 3, "REQUEST_TOO_LARGE")
+    # …while a body under the limit still reaches the server (which names the field).
+    under = {"name": "x" * (MAX_REQUEST_BYTES // 2), "redirect_uris": ["https://a.example"]}
+    response = rest.post("/v1/apps", json=under, headers=auth(new_partner.key))
+    assert response.status_code == 400
+    assert rest_error(response).reason == "FIELD_TOO_LONG"
     listed = rest.get("/v1/apps", headers=auth(new_partner.key))
     assert listed.json()["apps"] == []
 
@@ -324,6 +343,16 @@ def test_hosted_form_post_and_its_errors_are_not_rewritten(
     assert seen.method == "POST"
     assert seen.headers["content-type"] == "application/x-www-form-urlencoded"
     assert seen.body == b"grant_type=authorization_code&code=abc"
+
+
+def test_hosted_bodies_are_not_limited_by_the_rest_body_limit(
+    hosted_edge: Edge, hosted_stub: HostedStub
+):
+    # The hosted app refuses oversized forms itself, with its own page.
+    body = b"x" * (MAX_REQUEST_BYTES + 1)
+    response = httpx.post(hosted_edge.url + "/oauth/token", content=body, timeout=10)
+    assert response.status_code == 400
+    assert hosted_stub.requests[-1].body == body
 
 
 def test_hosted_404_page_is_not_turned_into_a_route_error(

@@ -33,6 +33,17 @@ def test_one_line_per_request_with_method_path_and_status(
     assert fields["request_id"] == "req-1"
 
 
+def test_oversized_body_is_logged_as_413_not_500(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="flint.hosted"):
+        response = client.post("/hosted/signin", content=b"a=" + b"x" * 100_000)
+    assert response.status_code == 413
+    records = [r for r in caplog.records if r.getMessage() == "http_request"]
+    assert len(records) == 1
+    assert records[0].fields["status"] == 413  # type: ignore[attr-defined]
+
+
 def test_signin_log_has_no_password_or_session_token(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -80,3 +80,11 @@ def test_no_hsts_on_plain_http(client: TestClient) -> None:
 def test_oversized_body_is_refused(client: TestClient) -> None:
     response = client.post("/hosted/signin", content=b"a=" + b"x" * 100_000)
     assert response.status_code == 413
+
+
+def test_oversized_body_refusal_has_the_strict_headers(client: TestClient) -> None:
+    response = client.post("/hosted/signin", content=b"a=" + b"x" * 100_000)
+    assert response.status_code == 413
+    assert response.headers["content-security-policy"] == STRICT_CSP
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"

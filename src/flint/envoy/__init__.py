@@ -28,6 +28,11 @@ HOSTED_PREFIXES = (
     "/static/",
 )
 
+# The largest REST request body Envoy accepts; larger ones are refused with 413
+# REQUEST_TOO_LARGE. Well under the gRPC server's 4 MiB message limit even after
+# transcoding (whose refusal would be RESOURCE_EXHAUSTED, a 429 clients retry).
+MAX_REQUEST_BYTES = 1024 * 1024
+
 # Envoy's own error replies, as (HTTP status, google.rpc.Code, reason).
 LOCAL_REPLIES = (
     (400, 3, "INVALID_REQUEST"),
@@ -116,6 +121,7 @@ def render_config(settings: EnvoySettings) -> str:
         read_paths=read_paths(settings.descriptor_path),
         hosted_prefixes=HOSTED_PREFIXES,
         local_replies=LOCAL_REPLIES,
+        max_request_bytes=MAX_REQUEST_BYTES,
     )
     return rendered
 

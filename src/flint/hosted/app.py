@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -162,9 +163,11 @@ def create_app(settings: HostedSettings) -> Starlette:
         middleware=[
             Middleware(RequestLogMiddleware),
             Middleware(SecurityHeadersMiddleware, hsts=settings.public_url.startswith("https://")),
+            # Inside the two above (not Starlette's `max_body_size`, which sits outside
+            # every middleware), so a 413 has the security headers and is logged as 413.
+            Middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY_BYTES),
         ],
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.hosted = state
     return app
