@@ -17,10 +17,12 @@ from sqlalchemy import select
 
 from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
+from flint.apps import service as apps_service
 from flint.apps.v1 import apps_service_pb2 as apps_pb
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
 from flint.common import credentials
 from flint.common.auth import Principal, PrincipalKind
+from flint.common.errors import FlintError
 from flint.common.events import EventRecord
 from flint.installs import oauth
 from flint.installs.models import RefreshTokenRecord, SigningKeyRecord, TokenFamilyRecord
@@ -822,3 +824,45 @@ def test_concurrent_approvals_adding_live_make_one_grant_and_one_event(world: OA
         ("install.created", "test", 1),
         ("install.updated", "live", 2),
     ]
+
+
+def test_an_app_cannot_be_deleted_while_an_install_of_it_is_being_approved(world: OAuthWorld, db):
+    """The approval and DeleteApp both lock the app's row: a delete that comes
+    while an approval is committing waits, then sees the install and refuses."""
+    merchant = Principal(kind=PrincipalKind.MERCHANT_SESSION, id=world.merchant.id)
+    partner = Principal(kind=PrincipalKind.PARTNER, id=world.partner.id)
+    params = oauth.AuthorizeParams(
+        response_type="code",
+        client_id=world.app.client_id,
+        redirect_uri=world.params().redirect_uri,
+        scope="orders:read",
+        state="s",
+        code_challenge="",
+        code_challenge_method="",
+        environment="test",
+    )
+    approving, deleted = threading.Event(), []
+
+    def approve() -> None:
+        with db.unit_of_work() as uow:
+            oauth.approve_authorization(uow, merchant, params)
+            approving.set()
+            time.sleep(0.5)
+            uow.commit()
+
+    def delete() -> None:
+        approving.wait(5)
+        try:
+            with db.unit_of_work() as uow:
+                apps_service.delete_app(uow, partner, world.app.id)
+                uow.commit()
+            deleted.append("DELETED")
+        except FlintError as error:
+            deleted.append(error.reason)
+
+    threads = [threading.Thread(target=approve), threading.Thread(target=delete)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert deleted == ["APP_HAS_INSTALLS"]

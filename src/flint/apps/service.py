@@ -187,6 +187,11 @@ def delete_app(uow: UnitOfWork, principal: Principal, app_id: str) -> None:
     deliveries and charges refer to it) but it is gone from every read, and its
     client credentials stop working."""
     app = _visible_app(uow.session, principal, app_id)
+    # Locked as an approval locks it: one that is committing is waited for and
+    # its install seen below.
+    uow.session.refresh(app, with_for_update=True)
+    if app.status == DELETED:
+        raise not_found("app", app_id)
     installed = uow.session.scalar(
         select(InstallRecord.id)
         .where(InstallRecord.app_id == app.id, InstallRecord.status == "active")

@@ -190,6 +190,11 @@ def approve_authorization(
 ) -> IssuedCode:
     """The merchant approved: install (or widen the install) and issue a code."""
     app, requested, environment = _validated(uow.session, params)
+    # The app's row, locked (and read again): a concurrent DeleteApp waits and
+    # then sees this install, or this approval sees the app deleted.
+    uow.session.refresh(app, with_for_update=True)
+    if app.status != "active":
+        raise oauth_error("unauthorized_client", "This app is not accepting installs")
     merchant_id = principal.merchant
     # Locked: a second approval (a double click) waits and then sees this one's
     # grant, instead of adding the same grant again or losing a version.
