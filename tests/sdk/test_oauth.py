@@ -7,12 +7,15 @@ import base64
 import hashlib
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 from playwright.sync_api import Browser
 
 from flint.sdk import (
+    APIConnectionError,
     AuthenticationError,
     FlintClient,
+    FlintError,
     OAuthClient,
     OAuthError,
     OAuthSession,
@@ -111,3 +114,24 @@ def approve_in_browser_again(browser: Browser, url: str, email: str) -> str:
     page.context.close()
     (callback,) = callbacks
     return callback
+
+
+def test_discovery_failures_are_flint_errors():
+    def not_flint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, text="nothing here")
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(not_flint)) as http,
+        pytest.raises(FlintError) as caught,
+    ):
+        OAuthClient.discover("ca_1", base_url="https://f.example", http=http)
+    assert caught.value.status == 404
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(unreachable)) as http,
+        pytest.raises(APIConnectionError),
+    ):
+        OAuthClient.discover("ca_1", base_url="https://f.example", http=http)

@@ -141,6 +141,17 @@ def test_retry_after_is_honoured():
     assert sleeps == [2.0]
 
 
+def test_a_long_retry_after_is_waited_for_up_to_a_minute():
+    asked = []
+    for seconds in ("30", "600"):
+        limited = status(429, 8, "RATE_LIMITED")
+        limited.headers["retry-after"] = seconds
+        client, _, sleeps = scripted(limited, httpx.Response(200, json=ORDER))
+        client.orders.get("ord_1")
+        asked += sleeps
+    assert asked == [30.0, 60.0]
+
+
 def test_unknown_response_fields_are_ignored():
     client, _, _ = scripted(httpx.Response(200, json={**ORDER, "added_in_2030": {"x": 1}}))
     assert client.orders.get("ord_1").id == "ord_1"

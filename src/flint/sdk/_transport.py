@@ -57,15 +57,18 @@ class ApiKey:
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff with full jitter: attempt n waits a random time in
-    [0, min(max_delay, initial_delay * 2**n)], or what `Retry-After` asks (capped)."""
+    [0, min(max_delay, initial_delay * 2**n)] — or, when the answer says, what
+    `Retry-After` asks, up to `max_retry_after` (retrying sooner than asked would
+    only be refused again)."""
 
     max_retries: int = 3
     initial_delay: float = 0.5
     max_delay: float = 8.0
+    max_retry_after: float = 60.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
+            return min(max(retry_after, 0.0), self.max_retry_after)
         ceiling = min(self.max_delay, self.initial_delay * (2**attempt))
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not a secret
 

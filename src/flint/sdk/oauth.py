@@ -163,13 +163,27 @@ class OAuthClient:
     ) -> OAuthClient:
         """Reads the endpoints from RFC 8414 server metadata."""
         client = http or httpx.Client(timeout=30.0)
+        url = f"{base_url.rstrip('/')}/.well-known/oauth-authorization-server"
         try:
-            response = client.get(f"{base_url.rstrip('/')}/.well-known/oauth-authorization-server")
-            response.raise_for_status()
-            metadata = response.json()
+            response = client.get(url)
+        except httpx.HTTPError as error:
+            raise APIConnectionError(f"GET {url} failed: {error}") from error
         finally:
             if http is None:
                 client.close()
+        # Every SDK error is a FlintError, this one too.
+        if response.status_code != 200:
+            raise FlintError(
+                f"GET {url} answered {response.status_code}: not a Flint authorization server?",
+                status=response.status_code,
+                request_id=response.headers.get("x-request-id", ""),
+            )
+        try:
+            metadata = response.json()
+        except ValueError as error:
+            raise FlintError(
+                f"GET {url} did not answer JSON server metadata", status=response.status_code
+            ) from error
         return cls(
             client_id,
             client_secret,
