@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, inspect, select
 
@@ -17,6 +21,19 @@ from flint.installs.models import InstallRecord, TokenFamilyRecord
 from flint.migrations import alembic_config, migrate
 from flint.migrations.metadata import metadata
 from tests.conftest import fresh_database_url
+
+
+@contextmanager
+def database_at(directory: Path, revision: str) -> Iterator[tuple[Database, Config]]:
+    """A fresh database of this run's kind, migrated up to `revision` only."""
+    with fresh_database_url(directory) as url:
+        db = Database(url)
+        try:
+            config = alembic_config(db)
+            command.upgrade(config, revision)
+            yield db, config
+        finally:
+            db.dispose()
 
 
 def test_migrations_match_the_models(db: Database):
@@ -65,25 +82,19 @@ def test_uncollectible_entries_recorded_as_voided_get_their_own_kind(tmp_path):
                 ).scalars()
             )
 
-    with fresh_database_url(tmp_path) as url:
-        db = Database(url)
-        try:
-            config = alembic_config(db)
-            command.upgrade(config, "0007")
-            with db.engine.begin() as connection:
-                connection.execute(
-                    insert(TimelineRecord.__table__),
-                    [
-                        entry(1, "invoice_voided", "Invoice INV-0001 voided"),
-                        entry(2, "invoice_voided", "Invoice INV-0002 marked uncollectible"),
-                    ],
-                )
-            command.upgrade(config, "0008")
-            assert kinds(db) == ["invoice_voided", "invoice_marked_uncollectible"]
-            command.downgrade(config, "0007")
-            assert kinds(db) == ["invoice_voided", "invoice_voided"]
-        finally:
-            db.dispose()
+    with database_at(tmp_path, "0007") as (db, config):
+        with db.engine.begin() as connection:
+            connection.execute(
+                insert(TimelineRecord.__table__),
+                [
+                    entry(1, "invoice_voided", "Invoice INV-0001 voided"),
+                    entry(2, "invoice_voided", "Invoice INV-0002 marked uncollectible"),
+                ],
+            )
+        command.upgrade(config, "0008")
+        assert kinds(db) == ["invoice_voided", "invoice_marked_uncollectible"]
+        command.downgrade(config, "0007")
+        assert kinds(db) == ["invoice_voided", "invoice_voided"]
 
 
 def test_existing_token_families_stay_refreshable_without_the_secret(tmp_path):
@@ -140,24 +151,18 @@ def test_existing_token_families_stay_refreshable_without_the_secret(tmp_path):
     def columns(db: Database) -> set[str]:
         return {c["name"] for c in inspect(db.engine).get_columns("oauth_token_families")}
 
-    with fresh_database_url(tmp_path) as url:
-        db = Database(url)
-        try:
-            config = alembic_config(db)
-            command.upgrade(config, "0008")
-            with db.engine.begin() as connection:
-                for model, values in rows:
-                    row = {"created_at": now, **values}
-                    connection.execute(insert(model.__table__).values(row))
-            command.upgrade(config, "0009")
-            with db.engine.connect() as connection:
-                flags = connection.execute(
-                    select(TokenFamilyRecord.id, TokenFamilyRecord.client_authenticated)
-                ).all()
-            assert [tuple(flag) for flag in flags] == [("key_1", False)]
-            command.downgrade(config, "0008")
-            assert "client_authenticated" not in columns(db)
-            with db.engine.connect() as connection:
-                assert connection.execute(select(TokenFamilyRecord.id)).scalars().all() == ["key_1"]
-        finally:
-            db.dispose()
+    with database_at(tmp_path, "0008") as (db, config):
+        with db.engine.begin() as connection:
+            for model, values in rows:
+                row = {"created_at": now, **values}
+                connection.execute(insert(model.__table__).values(row))
+        command.upgrade(config, "0009")
+        with db.engine.connect() as connection:
+            flags = connection.execute(
+                select(TokenFamilyRecord.id, TokenFamilyRecord.client_authenticated)
+            ).all()
+        assert [tuple(flag) for flag in flags] == [("key_1", False)]
+        command.downgrade(config, "0008")
+        assert "client_authenticated" not in columns(db)
+        with db.engine.connect() as connection:
+            assert connection.execute(select(TokenFamilyRecord.id)).scalars().all() == ["key_1"]
