@@ -16,7 +16,7 @@ from flint.accounts.models import (
     SignInAttemptRecord,
 )
 from flint.common import credentials, passwords
-from flint.common.auth import Principal, PrincipalKind
+from flint.common.auth import Principal, PrincipalKind, refuse_other_environment
 from flint.common.credentials import ApiKeyRecord
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, already_exists, not_found
@@ -169,14 +169,10 @@ def rotate_merchant_key(
     _check_ttl(violations, previous_key_ttl_seconds)
     violations.raise_if_any()
     merchant = _visible_merchant(uow.session, principal, merchant_id)
-    if principal.kind is PrincipalKind.MERCHANT and principal.environment != environment:
-        # A test key must not mint or revoke the live key (nor the reverse).
-        raise FlintError(
-            Code.PERMISSION_DENIED,
-            "ENVIRONMENT_MISMATCH",
-            f"A {principal.environment} key cannot rotate the {environment} key",
-            metadata={"environment": environment},
-        ).with_violation("environment", f"must be {principal.environment} with this key")
+    if principal.kind is PrincipalKind.MERCHANT:
+        refuse_other_environment(
+            principal.environment, environment, f"rotate the {environment} key"
+        )
     credentials.expire_active_keys(
         uow.session,
         kind=credentials.KIND_MERCHANT,

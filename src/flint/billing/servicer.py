@@ -11,9 +11,9 @@ from flint.billing.v1 import billing_service_pb2_grpc as pb_grpc
 from flint.billing.vault import CardVault
 from flint.commerce.context import Tenant, tenant_of
 from flint.commerce.presenter import ENVIRONMENTS, enum_name
-from flint.common.auth import Principal, PrincipalKind
+from flint.common.auth import Principal, PrincipalKind, refuse_other_environment
 from flint.common.db import Database
-from flint.common.errors import Code, FlintError, invalid_argument
+from flint.common.errors import invalid_argument
 from flint.server import idempotency
 from flint.server.convert import timestamp
 from flint.server.rpc import current_principal
@@ -41,12 +41,8 @@ def _tenant_for_list(principal: Principal, environment: int) -> Tenant:
             raise invalid_argument("environment", "FIELD_REQUIRED", "is required with a session")
         return Tenant(principal.id, wanted)
     tenant = tenant_of(principal)
-    if wanted and wanted != tenant.environment:
-        raise FlintError(
-            Code.PERMISSION_DENIED,
-            "ENVIRONMENT_MISMATCH",
-            f"A {tenant.environment} credential cannot list {wanted} charges",
-        )
+    if wanted:
+        refuse_other_environment(tenant.environment, wanted, f"list {wanted} charges")
     return tenant
 
 

@@ -180,3 +180,14 @@ def authorize(principal: Principal, allowed: Collection[PrincipalKind], scope: s
             f"The install has not granted the scope {scope!r}",
             metadata={"scope": scope},
         )
+
+
+def refuse_other_environment(own: str, wanted: str, doing: str) -> None:
+    """A test credential must not act on live objects, nor a live one on test."""
+    if wanted != own:
+        raise FlintError(
+            Code.PERMISSION_DENIED,
+            "ENVIRONMENT_MISMATCH",
+            f"A {own} credential cannot {doing}",
+            metadata={"environment": wanted},
+        ).with_violation("environment", f"must be {own} with this credential")

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from flint.apps.models import AppRecord
 from flint.billing.charges import freeze_for_install as freeze_app_charges
-from flint.common.auth import Principal, PrincipalKind
+from flint.common.auth import Principal, PrincipalKind, refuse_other_environment
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, invalid_argument, not_found
 from flint.common.events import record_event
@@ -135,12 +135,9 @@ def revoke_grant(
 ) -> InstallView:
     if environment not in ENVIRONMENTS:
         raise invalid_argument("environment", "INVALID_ENVIRONMENT", "must be test or live")
-    if principal.kind is PrincipalKind.MERCHANT and principal.environment != environment:
-        raise FlintError(
-            Code.PERMISSION_DENIED,
-            "ENVIRONMENT_MISMATCH",
-            f"A {principal.environment} key cannot revoke the {environment} grant",
-            metadata={"environment": environment},
+    if principal.kind is PrincipalKind.MERCHANT:
+        refuse_other_environment(
+            principal.environment, environment, f"revoke the {environment} grant"
         )
     install = _visible_install(uow.session, principal, install_id, lock=True)
     view = load_view(uow.session, install)
