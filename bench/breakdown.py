@@ -104,14 +104,7 @@ def measure(
     view = get_order()
 
     def order_pb() -> bytes:
-        return presenter.order_pb(
-            view.order,
-            notes=view.notes,
-            sessions=view.sessions,
-            payments=view.payments,
-            invoices=view.invoices,
-            refunds=view.refunds,
-        ).SerializeToString()
+        return presenter.order_record_pb(view).SerializeToString()
 
     def open_session() -> None:
         with db.read():

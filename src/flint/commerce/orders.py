@@ -277,9 +277,12 @@ def cancel_order(uow: UnitOfWork, tenant: Tenant, actor: Actor, order_id: str) -
         )
     from flint.commerce import checkout  # noqa: PLC0415 - checkout imports orders
 
-    attempts.refuse_if_order_held(uow.session, tenant, order.id, uow.now)
-    for session in checkout.open_sessions_of(uow.session, tenant, order.id):
-        checkout.mark_expired(uow, tenant, session, actor)
+    payables = attempts.open_payables(uow.session, tenant, order.id)
+    if any(attempts.held(p, uow.now) for p in payables):
+        raise attempts.in_progress("order")
+    for payable in payables:
+        if isinstance(payable, CheckoutSessionRecord):
+            checkout.mark_expired(uow, tenant, payable, actor)
     order.status = "canceled"
     order.canceled_at = uow.now
     touch(order, uow.now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -24,6 +24,9 @@ from flint.commerce.v1 import resources_pb2 as pb
 from flint.common.config import Settings
 from flint.common.errors import invalid_argument
 from flint.server.convert import ENVIRONMENT_ENUMS, timestamp
+
+if TYPE_CHECKING:  # orders imports this module
+    from flint.commerce.orders import OrderRecordView
 
 ENVIRONMENTS = ENVIRONMENT_ENUMS
 ORDER_STATUSES: dict[str, pb.OrderStatus.ValueType] = {
@@ -147,6 +150,18 @@ def order_pb(
         refunds=[refund_pb(r) for r in refunds or []],
         canceled_time=timestamp(order.canceled_at),
         fulfilled_time=timestamp(order.fulfilled_at),
+    )
+
+
+def order_record_pb(view: OrderRecordView) -> pb.Order:
+    """The order with every part of its workflow, as GetOrder answers."""
+    return order_pb(
+        view.order,
+        notes=view.notes,
+        sessions=view.sessions,
+        payments=view.payments,
+        invoices=view.invoices,
+        refunds=view.refunds,
     )
 
 

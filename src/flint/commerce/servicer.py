@@ -77,14 +77,7 @@ class OrdersServicer(_Commerce, orders_grpc.OrdersServiceServicer):
     def GetOrder(self, request: orders_pb.GetOrderRequest, context: Any) -> pb.Order:
         with self._db.read() as session:
             view = orders.get_order(session, self._tenant(), request.id)
-        return presenter.order_pb(
-            view.order,
-            notes=view.notes,
-            sessions=view.sessions,
-            payments=view.payments,
-            invoices=view.invoices,
-            refunds=view.refunds,
-        )
+        return presenter.order_record_pb(view)
 
     def ListOrders(
         self, request: orders_pb.ListOrdersRequest, context: Any
