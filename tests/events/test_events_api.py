@@ -256,14 +256,21 @@ def test_stream_as_server_sent_events_through_envoy(world: OAuthWorld, edge, db)
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        shop.create_order()
+        # The headers go out before the server subscribes the stream ("from now"):
+        # the first heartbeat says it has, so the order is created after that.
+        ordered, deadline = False, time.monotonic() + 15
         for line in response.iter_lines():
-            if line.startswith("data:"):
-                item = json.loads(line.removeprefix("data:"))
-                if "event" in item:
-                    assert item["event"]["type"] == "order.created"
-                    assert item["event"]["data"]["object"]["status"] == "ORDER_STATUS_OPEN"
-                    break
+            assert time.monotonic() < deadline, "the order's event never came"
+            if not line.startswith("data:"):
+                continue
+            item = json.loads(line.removeprefix("data:"))
+            if "heartbeat" in item and not ordered:
+                shop.create_order()
+                ordered = True
+            if "event" in item:
+                assert item["event"]["type"] == "order.created"
+                assert item["event"]["data"]["object"]["status"] == "ORDER_STATUS_OPEN"
+                break
 
 
 def test_an_event_written_on_one_server_reaches_a_stream_on_another(
