@@ -83,7 +83,10 @@ def admin_key(db: Database) -> str:
 
 
 def flint_env(database_url: str) -> dict[str, str]:
-    return {**os.environ, "FLINT_DATABASE_URL": database_url}
+    # Servers started for tests run no upkeep sweep: a test that drives a job
+    # owns its timing, and a server's sweep racing it would make it pass only
+    # most of the time.
+    return {**os.environ, "FLINT_DATABASE_URL": database_url, "FLINT_SWEEP": "off"}
 
 
 @dataclass

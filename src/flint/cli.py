@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import signal
 import sys
@@ -21,7 +22,7 @@ from flint.accounts import service
 from flint.billing import cycles
 from flint.billing.vault import TestVault
 from flint.commerce.processor import TestProcessor
-from flint.common import logs
+from flint.common import jobs, logs
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.config import Settings
 from flint.common.db import Database
@@ -40,6 +41,9 @@ from flint.supervisor import LayoutError, replica_ports, run_stack
 from flint.webhooks import retry
 from flint.webhooks.sender import DeliverySettings
 from flint.webhooks.worker import Worker
+
+# `off`: `flint serve` (and the servers `flint up` starts) run no upkeep sweep.
+SWEEP_ENV = "FLINT_SWEEP"
 
 
 def _database() -> Database:
@@ -60,7 +64,11 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], lines: Sequence[str]) 
 def cmd_serve(args: argparse.Namespace) -> int:
 
     logs.configure()
-    asyncio.run(serve(_database(), host=args.host, port=args.port, grace=args.grace))
+    asyncio.run(
+        serve(
+            _database(), host=args.host, port=args.port, grace=args.grace, sweep=not args.no_sweep
+        )
+    )
     return 0
 
 
@@ -341,6 +349,66 @@ def _iso_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def cmd_admin_jobs_list(args: argparse.Namespace) -> int:
+    db = _database()
+    migrate(db)
+    failures = jobs.list_failures(db, status=args.status)
+    data = {
+        "job_failures": [
+            {
+                "job": failure.job,
+                "item_id": failure.item_id,
+                "merchant_id": failure.merchant_id,
+                "environment": failure.environment,
+                "status": failure.status,
+                "attempts": failure.attempts,
+                "error": failure.error,
+                "last_failed_at": failure.last_failed_at.isoformat(),
+                "next_attempt_at": failure.next_attempt_at.isoformat()
+                if failure.next_attempt_at
+                else None,
+            }
+            for failure in failures
+        ]
+    }
+    lines = [
+        f"{f.status:<10} {f.job} {f.item_id} merchant={f.merchant_id or '-'} "
+        f"attempts={f.attempts} error={f.error}"
+        for f in failures
+    ]
+    _emit(args, data, lines or ["no failed job items"])
+    return 0
+
+
+def cmd_admin_jobs_retry(args: argparse.Namespace) -> int:
+    db = _database()
+    migrate(db)
+    retried = jobs.retry(db, args.item_id, job=args.job)
+    if not retried:
+        print(f"flint: no failed job item {args.item_id!r}", file=sys.stderr)
+        return 1
+    _emit(args, {"retried": retried}, [f"{args.item_id}: due at the next sweep"])
+    return 0
+
+
+def _add_jobs_parser(admin_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin_jobs = admin_commands.add_parser(
+        "jobs", help="background-job items that failed (retrying or set aside)"
+    )
+    jobs_commands = admin_jobs.add_subparsers(dest="jobs_command", required=True)
+    listing = jobs_commands.add_parser("list", help="list failed items, set-aside ones first")
+    listing.add_argument("--status", choices=[jobs.RETRYING, jobs.SET_ASIDE])
+    _json_flag(listing)
+    listing.set_defaults(handler=cmd_admin_jobs_list)
+    again = jobs_commands.add_parser(
+        "retry", help="make a failed item due now, with a fresh run of attempts"
+    )
+    again.add_argument("item_id", help="the item's id, as `list` shows it")
+    again.add_argument("--job", help="only this job's failure of the item")
+    _json_flag(again)
+    again.set_defaults(handler=cmd_admin_jobs_retry)
+
+
 def cmd_billing_run_cycles(args: argparse.Namespace) -> int:
     db = _database()
     migrate(db)
@@ -472,6 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50051, help="0 picks a free port")
     serve.add_argument("--grace", type=float, default=10.0, help="seconds for in-flight calls")
+    serve.add_argument(
+        "--no-sweep",
+        action="store_true",
+        default=os.environ.get(SWEEP_ENV, "on") == "off",
+        help="do not run the upkeep jobs here (another replica does, or a test drives "
+        f"them); also ${SWEEP_ENV}=off",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", help="send webhook deliveries (run one or several)")
@@ -567,6 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_flag(rotate_signing)
     rotate_signing.set_defaults(handler=cmd_rotate_signing_key)
+    _add_jobs_parser(admin_commands)
 
     dev = commands.add_parser(
         "dev",

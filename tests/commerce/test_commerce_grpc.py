@@ -749,9 +749,7 @@ def test_the_expiry_sweep_expires_sessions_past_their_time(shop: Commerce, db):
             .values(expires_at=uow.now - timedelta(seconds=1))
         )
         uow.commit()
-    with db.unit_of_work() as uow:
-        assert checkout.expire_due_sessions(uow) >= 1
-        uow.commit()
+    assert checkout.expire_due_sessions(db).done >= 1
     swept = shop.sessions.GetCheckoutSession(
         checkout_pb.GetCheckoutSessionRequest(id=session.id), metadata=shop.auth
     )

@@ -97,7 +97,7 @@ def test_a_refund_left_pending_by_a_crash_is_settled_by_the_sweep(
     refund_id = crashed_refund(database_url, new_merchant, paid_order, ten_minutes_ago)
     assert _state(db, refund_id)[0] == "pending"
     processor = RecordingProcessor()
-    assert refunds.recover_stale_refunds(db, processor) >= 1
+    assert refunds.recover_stale_refunds(db, processor).done >= 1
     status, order_status, refunded, events = _state(db, refund_id)
     assert (status, order_status, events) == ("succeeded", "refunded", 1)
     assert refunded > 0
@@ -140,7 +140,7 @@ def test_sweeps_on_several_replicas_settle_a_refund_once(
 
     def sweep() -> None:
         start.wait()
-        settled.append(refunds.recover_stale_refunds(db, processor))
+        settled.append(refunds.recover_stale_refunds(db, processor).done)
 
     sweeps = [threading.Thread(target=sweep) for _ in range(3)]
     for thread in sweeps:

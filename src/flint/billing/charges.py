@@ -31,7 +31,13 @@ from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.events import record_event
 from flint.common.ids import new_id
-from flint.common.money import check_amount, check_currency, normalize_currency
+from flint.common.money import (
+    check_amount,
+    check_ceiling,
+    check_currency,
+    known_currency,
+    normalize_currency,
+)
 from flint.common.validation import check_text, check_url
 from flint.installs.models import GrantRecord, InstallRecord
 
@@ -97,6 +103,12 @@ def _touch(charge: AppChargeRecord, now: datetime) -> None:
     charge.updated_at = now
 
 
+def _refuse_over_ceiling(fld: str, amount: int, currency: str) -> None:
+    violations = Violations()
+    check_ceiling(violations, fld, amount, currency)
+    violations.raise_if_any()
+
+
 def _validate(values: ChargeInput) -> None:
     violations = Violations()
     if values.kind not in KINDS:
@@ -105,7 +117,9 @@ def _validate(values: ChargeInput) -> None:
     check_currency(violations, "app_charge.currency", values.currency)
     check_url(violations, "app_charge.return_url", values.return_url, required=True)
     if values.kind in ("one_time", "recurring"):
-        check_amount(violations, "app_charge.amount", values.amount)
+        check_amount(
+            violations, "app_charge.amount", values.amount, known_currency(values.currency)
+        )
     if values.kind == "recurring":
         if values.interval not in INTERVALS:
             violations.add(
@@ -125,7 +139,12 @@ def _validate(values: ChargeInput) -> None:
                 "app_charge.trial_days", "FIELD_NOT_ALLOWED", "only recurring charges have a trial"
             )
     if values.kind == "usage":
-        check_amount(violations, "app_charge.capped_amount", values.capped_amount)
+        check_amount(
+            violations,
+            "app_charge.capped_amount",
+            values.capped_amount,
+            known_currency(values.currency),
+        )
         if values.amount:
             violations.add(
                 "app_charge.amount", "FIELD_NOT_ALLOWED", "usage charges bill recorded usage"
@@ -338,6 +357,7 @@ def increase_cap(
     violations.raise_if_any()
     _check_grant(uow.session, caller)
     charge = load_charge(uow.session, caller.tenant, charge_id, app_id=caller.app_id, lock=True)
+    _refuse_over_ceiling("capped_amount", capped_amount, charge.currency)
     if charge.kind != "usage" or charge.status != "active":
         raise FlintError(
             Code.FAILED_PRECONDITION,
@@ -389,6 +409,7 @@ def record_usage(
     if existing is not None:
         # Reported again (a retry): counted once, the first record answers.
         return existing
+    _refuse_over_ceiling("usage_record.amount", amount, charge.currency)
     if charge.kind != "usage":
         raise FlintError(
             Code.FAILED_PRECONDITION,
@@ -607,16 +628,16 @@ def proration_credit(current: AppChargeRecord, now: datetime) -> int:
 # --- time and the install --------------------------------------------------------------------
 
 
-def expire_due(uow: UnitOfWork) -> int:
+def expire_due(uow: UnitOfWork, *, charge_id: str | None = None) -> int:
     """Pending charges past their 2 days become expired; a cap increase past its
-    2 days is dropped (the charge stays active at its old cap)."""
-    due = list(
-        uow.session.scalars(
-            select(AppChargeRecord)
-            .where(AppChargeRecord.status.in_(LIVE_STATUSES), AppChargeRecord.expires_at <= uow.now)
-            .with_for_update(skip_locked=True)
-        )
+    2 days is dropped (the charge stays active at its old cap). Only the charge
+    `charge_id` when given (the billing run does one charge per transaction)."""
+    query = select(AppChargeRecord).where(
+        AppChargeRecord.status.in_(LIVE_STATUSES), AppChargeRecord.expires_at <= uow.now
     )
+    if charge_id is not None:
+        query = query.where(AppChargeRecord.id == charge_id)
+    due = list(uow.session.scalars(query.with_for_update(skip_locked=True)))
     expired = 0
     for charge in due:
         if charge.status == "pending":

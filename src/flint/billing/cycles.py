@@ -17,7 +17,6 @@ waiting, and the server's maintenance loop calls it with the real clock.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,12 +40,18 @@ from flint.billing.models import AppChargeRecord, AppInvoiceRecord, UsageRecordR
 from flint.billing.vault import CardVault
 from flint.commerce.context import Tenant, list_scoped
 from flint.common.db import Database, UnitOfWork
-from flint.common.money import display
+from flint.common.jobs import Item, Lister, Work, run_job
+from flint.common.money import ceiling, display, over_ceiling
 
 # Delays before the 2nd, 3rd and 4th attempt; after the 4th failure, give up.
 RETRY_SCHEDULE = (timedelta(days=1), timedelta(days=3), timedelta(days=5))
 # How long a payment attempt holds an invoice (no other runner charges it).
 ATTEMPT_LEASE = timedelta(minutes=5)
+
+
+BILLING_EXPIRY_JOB = "app_charge_expiry"
+BILLING_INVOICE_JOB = "app_billing"
+BILLING_COLLECT_JOB = "app_invoice_collection"
 
 
 @dataclass
@@ -55,6 +60,8 @@ class RunResult:
     invoiced: int = 0
     paid: int = 0
     failed: int = 0
+    # Charges, invoice groups or invoices that raised (noted in job_failures).
+    errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -62,6 +69,7 @@ class RunResult:
             "app_invoices_created": self.invoiced,
             "app_invoices_paid": self.paid,
             "app_invoice_payments_failed": self.failed,
+            "app_billing_errors": self.errors,
         }
 
 
@@ -74,45 +82,130 @@ def _work(db: Database, at: datetime) -> Iterator[UnitOfWork]:
 
 
 def run_cycles(db: Database, vault: CardVault, now: datetime | None = None) -> RunResult:
-    """Everything due at `now` (default: the database's clock)."""
+    """Everything due at `now` (default: the database's clock). Every charge,
+    every (merchant, environment, app, currency) invoice and every payment is
+    done in its own transaction: one that fails is noted and retried later
+    (see flint.common.jobs), and never stops the others."""
     at = now or db.clock()
     result = RunResult()
-    with _work(db, at) as uow:
-        result.expired = charges.expire_due(uow)
-        uow.commit()
-    result.invoiced = _invoice_due(db, at)
-    paid, failed = _collect(db, vault, at)
-    result.paid += paid
-    result.failed += failed
+    expiry = run_job(db, BILLING_EXPIRY_JOB, at, _expiring(db, at), _expire(db, at))
+    result.expired = expiry.done
+    invoicing = run_job(db, BILLING_INVOICE_JOB, at, _billable(db, at), _invoice(db, at))
+    result.invoiced = invoicing.done
+    outcomes: list[bool] = []
+    collection = run_job(
+        db, BILLING_COLLECT_JOB, at, _collectable(db, at), _pay(db, vault, at, outcomes)
+    )
+    result.paid = outcomes.count(True)
+    result.failed = outcomes.count(False)
+    result.errors = expiry.failed + invoicing.failed + collection.failed
     return result
 
 
-def _invoice_due(db: Database, at: datetime) -> int:
-    with _work(db, at) as uow:
-        due = list(
-            uow.session.scalars(
-                select(AppChargeRecord)
+def _expiring(db: Database, at: datetime) -> Lister:
+    def items(waiting: frozenset[str]) -> list[Item]:
+        query = select(
+            AppChargeRecord.id, AppChargeRecord.merchant_id, AppChargeRecord.environment
+        ).where(AppChargeRecord.status.in_(charges.LIVE_STATUSES), AppChargeRecord.expires_at <= at)
+        if waiting:
+            query = query.where(AppChargeRecord.id.not_in(waiting))
+        with db.read() as session:
+            return [Item(*row) for row in session.execute(query.order_by(AppChargeRecord.id))]
+
+    return items
+
+
+def _expire(db: Database, at: datetime) -> Work:
+    def work(item: Item) -> int:
+        with _work(db, at) as uow:
+            expired = charges.expire_due(uow, charge_id=item.id)
+            uow.commit()
+        return expired
+
+    return work
+
+
+def _group_id(merchant_id: str, environment: str, app_id: str, currency: str) -> str:
+    return f"{merchant_id}/{environment}/{app_id}/{currency}"
+
+
+def _billable(db: Database, at: datetime) -> Lister:
+    """One item per (merchant, environment, app, currency) with a period ended:
+    the lines of one group make one app invoice."""
+
+    def items(waiting: frozenset[str]) -> list[Item]:
+        with db.read() as session:
+            rows = session.execute(
+                select(
+                    AppChargeRecord.merchant_id,
+                    AppChargeRecord.environment,
+                    AppChargeRecord.app_id,
+                    AppChargeRecord.currency,
+                )
                 .where(
                     AppChargeRecord.status == "active",
                     AppChargeRecord.period_end.is_not(None),
-                    AppChargeRecord.period_end <= uow.now,
+                    AppChargeRecord.period_end <= at,
                 )
-                .order_by(AppChargeRecord.id)
-                .with_for_update(skip_locked=True)
+                .distinct()
+            ).all()
+        found = [Item(_group_id(*row), row[0], row[1]) for row in rows]
+        return sorted((item for item in found if item.id not in waiting), key=lambda i: i.id)
+
+    return items
+
+
+def _invoice(db: Database, at: datetime) -> Work:
+    def work(item: Item) -> int:
+        merchant_id, environment, app_id, currency = item.id.split("/")
+        with _work(db, at) as uow:
+            due = list(
+                uow.session.scalars(
+                    select(AppChargeRecord)
+                    .where(
+                        AppChargeRecord.merchant_id == merchant_id,
+                        AppChargeRecord.environment == environment,
+                        AppChargeRecord.app_id == app_id,
+                        AppChargeRecord.currency == currency,
+                        AppChargeRecord.status == "active",
+                        AppChargeRecord.period_end.is_not(None),
+                        AppChargeRecord.period_end <= uow.now,
+                    )
+                    .order_by(AppChargeRecord.id)
+                    .with_for_update(skip_locked=True)
+                )
             )
-        )
-        groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = defaultdict(list)
-        for charge in due:
-            key = (charge.merchant_id, charge.environment, charge.app_id, charge.currency)
-            groups[key].extend(_bill(uow, charge))
-        created = 0
-        for (merchant_id, environment, app_id, currency), lines in groups.items():
-            if not lines:
-                continue
-            create_invoice(uow, merchant_id, environment, app_id, currency, lines)
-            created += 1
-        uow.commit()
-    return created
+            lines: list[dict[str, Any]] = []
+            for charge in due:
+                lines.extend(_bill(uow, charge))
+            created = 0
+            for part in _under_ceiling(lines, currency):
+                create_invoice(uow, merchant_id, environment, app_id, currency, part)
+                created += 1
+            uow.commit()
+        return created
+
+    return work
+
+
+def _under_ceiling(lines: list[dict[str, Any]], currency: str) -> list[list[dict[str, Any]]]:
+    """The lines split into invoices whose totals each stay under the amount
+    ceiling (an app may have several charges of one currency, each under it).
+    A line over the ceiling alone cannot be billed: refused, so the group is
+    noted as failed instead of storing a total no payment can carry."""
+    limit = ceiling(currency)
+    parts: list[list[dict[str, Any]]] = []
+    total = 0
+    for entry in lines:
+        amount = int(entry["amount"])
+        if amount > limit:
+            raise over_ceiling("app invoice line", amount, currency)
+        if not parts or total + amount > limit:
+            parts.append([])
+            total = 0
+        parts[-1].append(entry)
+        total += amount
+    return parts
 
 
 def _bill(uow: UnitOfWork, charge: AppChargeRecord) -> list[dict[str, Any]]:
@@ -162,24 +255,28 @@ def _bill(uow: UnitOfWork, charge: AppChargeRecord) -> list[dict[str, Any]]:
     return lines
 
 
-def _collect(db: Database, vault: CardVault, at: datetime) -> tuple[int, int]:
-    paid = failed = 0
-    with db.read() as session:
-        due = list(
-            session.scalars(
-                select(AppInvoiceRecord.id).where(
-                    AppInvoiceRecord.status == "open",
-                    AppInvoiceRecord.next_attempt_at <= at,
-                )
-            )
-        )
-    for invoice_id in due:
-        outcome = _attempt(db, vault, invoice_id, at)
-        if outcome is True:
-            paid += 1
-        elif outcome is False:
-            failed += 1
-    return paid, failed
+def _collectable(db: Database, at: datetime) -> Lister:
+    def items(waiting: frozenset[str]) -> list[Item]:
+        query = select(
+            AppInvoiceRecord.id, AppInvoiceRecord.merchant_id, AppInvoiceRecord.environment
+        ).where(AppInvoiceRecord.status == "open", AppInvoiceRecord.next_attempt_at <= at)
+        if waiting:
+            query = query.where(AppInvoiceRecord.id.not_in(waiting))
+        with db.read() as session:
+            return [Item(*row) for row in session.execute(query.order_by(AppInvoiceRecord.id))]
+
+    return items
+
+
+def _pay(db: Database, vault: CardVault, at: datetime, outcomes: list[bool]) -> Work:
+    def work(item: Item) -> int:
+        outcome = _attempt(db, vault, item.id, at)
+        if outcome is None:
+            return 0
+        outcomes.append(outcome)
+        return 1
+
+    return work
 
 
 def _attempt(db: Database, vault: CardVault, invoice_id: str, at: datetime) -> bool | None:

@@ -13,6 +13,7 @@ from flint.commerce.presenter import snapshot
 from flint.common.db import UnitOfWork
 from flint.common.events import record_event
 from flint.common.ids import new_id
+from flint.common.money import ceiling, over_ceiling
 
 # A run (or a replacement) catches up at most this many periods of one charge
 # (a server off for long).
@@ -61,6 +62,9 @@ def create_invoice(
     lines: list[dict[str, Any]],
 ) -> AppInvoiceRecord:
     total = max(0, sum(line["amount"] for line in lines))
+    if total > ceiling(currency):
+        # Refused, never stored: no payment can carry it, and int64 fields cannot either.
+        raise over_ceiling("app invoice total", total, currency)
     settled = environment == "test" or total == 0
     invoice = AppInvoiceRecord(
         id=new_id("ain"),

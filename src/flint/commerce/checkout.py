@@ -13,9 +13,10 @@ from flint.commerce.context import SYSTEM, Actor, Tenant, list_order_parts, load
 from flint.commerce.events import emit
 from flint.commerce.lines import LineInput, check_money_inputs
 from flint.commerce.models import CheckoutSessionRecord, OrderRecord
-from flint.common.db import UnitOfWork
+from flint.common.db import Database, UnitOfWork
 from flint.common.errors import Code, FlintError, Violations
 from flint.common.ids import new_id
+from flint.common.jobs import Item, JobResult, run_job
 from flint.common.money import display
 from flint.common.validation import check_email, check_url
 
@@ -204,24 +205,47 @@ def expire_session(
     return record, orders.load_order(uow.session, tenant, record.order_id)
 
 
-def expire_due_sessions(uow: UnitOfWork, limit: int = 500) -> int:
-    """The expiry sweep: open sessions past expires_at become expired."""
-    due = list(
-        uow.session.scalars(
-            select(CheckoutSessionRecord)
-            .where(
-                CheckoutSessionRecord.status == "open",
-                CheckoutSessionRecord.expires_at <= uow.now,
+EXPIRY_JOB = "checkout_expiry"
+
+
+def expire_due_sessions(db: Database, now: datetime | None = None, limit: int = 500) -> JobResult:
+    """The expiry sweep: open sessions past expires_at become expired, each in
+    its own transaction (a session that cannot be expired is noted and retried,
+    and never keeps the others open)."""
+    at = now or db.clock()
+
+    def due(waiting: frozenset[str]) -> list[Item]:
+        query = select(
+            CheckoutSessionRecord.id,
+            CheckoutSessionRecord.merchant_id,
+            CheckoutSessionRecord.environment,
+        ).where(CheckoutSessionRecord.status == "open", CheckoutSessionRecord.expires_at <= at)
+        if waiting:
+            query = query.where(CheckoutSessionRecord.id.not_in(waiting))
+        with db.read() as session:
+            return [Item(*row) for row in session.execute(query.limit(limit))]
+
+    def expire(item: Item) -> int:
+        tenant = Tenant(item.merchant_id, item.environment)
+        with db.unit_of_work() as uow:
+            uow.now = at
+            record = uow.session.scalar(
+                scoped(CheckoutSessionRecord, tenant)
+                .where(
+                    CheckoutSessionRecord.id == item.id,
+                    CheckoutSessionRecord.status == "open",
+                    CheckoutSessionRecord.expires_at <= uow.now,
+                )
+                .with_for_update(skip_locked=True)
             )
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    )
-    for record in due:
-        if attempts.held(record, uow.now):
-            continue
-        mark_expired(uow, Tenant(record.merchant_id, record.environment), record, SYSTEM)
-    return len(due)
+            # Gone, paid meanwhile, held by another sweep or by a payment attempt.
+            if record is None or attempts.held(record, uow.now):
+                return 0
+            mark_expired(uow, tenant, record, SYSTEM)
+            uow.commit()
+        return 1
+
+    return run_job(db, EXPIRY_JOB, at, due, expire)
 
 
 def check_payable(record: CheckoutSessionRecord, now: datetime) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flint.common.errors import Violations
-from flint.common.money import MAX_AMOUNT, check_amount, check_currency
+from flint.common.money import check_amount, check_ceiling, check_currency, known_currency
 
 MAX_NAME_LENGTH = 250
 MAX_SKU_LENGTH = 100
@@ -23,8 +23,15 @@ class LineInput:
 
 
 def check_lines(
-    violations: Violations, fld: str, lines: Sequence[LineInput], *, max_items: int
+    violations: Violations,
+    fld: str,
+    lines: Sequence[LineInput],
+    *,
+    max_items: int,
+    currency: str = "",
 ) -> None:
+    """Each line, and the total they make, under the amount ceiling of
+    `currency` (quantity × unit amount is computed here, so it is checked here)."""
     if not lines:
         violations.add(fld, "FIELD_REQUIRED", "needs at least one line item")
         return
@@ -43,15 +50,15 @@ def check_lines(
             violations.add(
                 f"{at}.quantity", "INVALID_QUANTITY", f"must be between 1 and {MAX_QUANTITY}"
             )
-        check_amount(violations, f"{at}.unit_amount", line.unit_amount)
+        check_amount(violations, f"{at}.unit_amount", line.unit_amount, currency)
         if len(line.sku) > MAX_SKU_LENGTH:
             violations.add(
                 f"{at}.sku", "FIELD_TOO_LONG", f"must be at most {MAX_SKU_LENGTH} characters"
             )
         if line.quantity > 0 and line.unit_amount > 0:
             total += line.quantity * line.unit_amount
-    if total > MAX_AMOUNT:
-        violations.add(fld, "AMOUNT_TOO_LARGE", "the total is larger than the largest amount")
+    if not violations:
+        check_ceiling(violations, fld, total, currency)
 
 
 def stored_lines(lines: Sequence[LineInput]) -> list[dict[str, Any]]:
@@ -75,4 +82,10 @@ def check_money_inputs(
     violations: Violations, fld: str, lines: Sequence[LineInput], currency: str, *, max_items: int
 ) -> None:
     check_currency(violations, f"{fld}.currency", currency)
-    check_lines(violations, f"{fld}.line_items", lines, max_items=max_items)
+    check_lines(
+        violations,
+        f"{fld}.line_items",
+        lines,
+        max_items=max_items,
+        currency=known_currency(currency),
+    )

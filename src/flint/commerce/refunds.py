@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import select, update
@@ -28,6 +28,7 @@ from flint.commerce.processor import Processor, RefundResult
 from flint.common.db import Database, UnitOfWork
 from flint.common.errors import Code, FlintError, Violations
 from flint.common.ids import new_id
+from flint.common.jobs import Item, JobResult, run_job
 from flint.common.money import MAX_AMOUNT, display
 from flint.common.validation import check_metadata
 
@@ -95,23 +96,47 @@ def create_refund(
         return finish(uow, settled)
 
 
-def recover_stale_refunds(db: Database, processor: Processor, *, limit: int = 100) -> int:
+RECOVERY_JOB = "refund_recovery"
+
+
+def recover_stale_refunds(
+    db: Database, processor: Processor, *, now: datetime | None = None, limit: int = 100
+) -> JobResult:
     """Settles refunds left pending by a process that died between reserving and
     settling (they would stay pending, their amount reserved, forever). The
     processor is asked again under the refund's id, so a refund it already made
     is reported, not made twice; settling twice is refused under the order's lock.
-    Returns how many were settled."""
-    with db.read() as session:
-        cutoff = db.clock() - STALE_PENDING_AFTER
-        stale = session.execute(
-            select(RefundRecord, PaymentRecord.processor_reference)
-            .join(PaymentRecord, PaymentRecord.id == RefundRecord.payment_id)
-            .where(RefundRecord.status == "pending", RefundRecord.updated_at <= cutoff)
-            .order_by(RefundRecord.updated_at)
-            .limit(limit)
-        ).all()
-    settled = 0
-    for refund, reference in stale:
+    Each refund is settled on its own: one that fails is noted and retried later,
+    and the others are still settled. `done` counts the refunds settled."""
+    at = now or db.clock()
+
+    def stale(waiting: frozenset[str]) -> list[Item]:
+        query = select(RefundRecord.id, RefundRecord.merchant_id, RefundRecord.environment).where(
+            RefundRecord.status == "pending",
+            RefundRecord.updated_at <= at - STALE_PENDING_AFTER,
+        )
+        if waiting:
+            query = query.where(RefundRecord.id.not_in(waiting))
+        with db.read() as session:
+            rows = session.execute(query.order_by(RefundRecord.updated_at).limit(limit))
+            return [Item(*row) for row in rows]
+
+    def settle(item: Item) -> int:
+        tenant = Tenant(item.merchant_id, item.environment)
+        with db.read() as session:
+            found = session.execute(
+                select(RefundRecord, PaymentRecord.processor_reference)
+                .join(PaymentRecord, PaymentRecord.id == RefundRecord.payment_id)
+                .where(
+                    RefundRecord.merchant_id == tenant.merchant_id,
+                    RefundRecord.environment == tenant.environment,
+                    RefundRecord.id == item.id,
+                    RefundRecord.status == "pending",
+                )
+            ).first()
+        if found is None:  # settled meanwhile
+            return 0
+        refund, reference = found
         result = processor.refund(
             reference=reference,
             amount=refund.amount,
@@ -119,11 +144,11 @@ def recover_stale_refunds(db: Database, processor: Processor, *, limit: int = 10
             idempotency_key=refund.id,
         )
         with db.unit_of_work() as uow:
-            tenant = Tenant(refund.merchant_id, refund.environment)
             _, changed = _settle(uow, tenant, SYSTEM, refund.id, result)
             uow.commit()
-        settled += changed
-    return settled
+        return int(changed)
+
+    return run_job(db, RECOVERY_JOB, at, stale, settle)
 
 
 def _reserve(

@@ -58,6 +58,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.db import Base, Database, UnitOfWork
 from flint.common.errors import Code, FlintError, invalid_argument
+from flint.common.jobs import Item, JobResult, run_job
 from flint.common.platform_keys import IDEMPOTENCY_KEY, platform_key
 
 METADATA_KEY = "idempotency-key"
@@ -313,12 +314,41 @@ def release(db: Database, held: Claim) -> None:
         uow.commit()
 
 
-def purge_expired(db: Database) -> int:
-    """Deletes keys past their 24 hours (they already count as absent); returns
-    how many. For a periodic maintenance job."""
-    with db.unit_of_work() as uow:
-        result = uow.session.execute(
-            delete(IdempotencyKeyRecord).where(IdempotencyKeyRecord.expires_at <= uow.now)
-        )
-        uow.commit()
-    return int(result.rowcount)  # type: ignore[attr-defined]
+PURGE_JOB = "idempotency_purge"
+
+
+def purge_expired(db: Database, now: datetime | None = None) -> JobResult:
+    """Deletes keys past their 24 hours (they already count as absent), one
+    caller's keys (scope and environment) per transaction, so a failure for one
+    caller never keeps another's table growing. `done` counts the keys deleted.
+    For a periodic maintenance job."""
+    at = now or db.clock()
+
+    def callers(waiting: frozenset[str]) -> list[Item]:
+        with db.read() as session:
+            rows = session.execute(
+                select(IdempotencyKeyRecord.scope, IdempotencyKeyRecord.environment)
+                .where(IdempotencyKeyRecord.expires_at <= at)
+                .distinct()
+            ).all()
+        items = []
+        for scope, environment in rows:
+            kind, _, owner = scope.partition(":")
+            merchant = owner if kind == PrincipalKind.MERCHANT.value else ""
+            items.append(Item(f"{scope}|{environment}", merchant, environment))
+        return [item for item in items if item.id not in waiting]
+
+    def purge(item: Item) -> int:
+        scope, _, environment = item.id.rpartition("|")
+        with db.unit_of_work() as uow:
+            result = uow.session.execute(
+                delete(IdempotencyKeyRecord).where(
+                    IdempotencyKeyRecord.scope == scope,
+                    IdempotencyKeyRecord.environment == environment,
+                    IdempotencyKeyRecord.expires_at <= at,
+                )
+            )
+            uow.commit()
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    return run_job(db, PURGE_JOB, at, callers, purge)

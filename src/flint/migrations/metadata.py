@@ -9,6 +9,7 @@ import flint.commerce.models
 import flint.common.credentials
 import flint.common.events
 import flint.common.idempotency
+import flint.common.jobs
 import flint.common.platform_keys
 import flint.installs.models
 import flint.webhooks.models  # noqa: F401 - imported for their tables

@@ -7,6 +7,7 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -42,7 +43,8 @@ from flint.commerce.v1 import (
 )
 from flint.common.config import Settings
 from flint.common.db import Database
-from flint.common.idempotency import purge_expired
+from flint.common.idempotency import PURGE_JOB, purge_expired
+from flint.common.jobs import JobResult, guarded, supervise
 from flint.common.logs import log_event
 from flint.events.hub import Hub
 from flint.events.sequencer import Sequencer
@@ -175,26 +177,45 @@ async def start_server(
 SWEEP_INTERVAL_SECONDS = 15.0
 
 
-def _sweep(db: Database, processor: Processor) -> dict[str, int]:
-    with db.unit_of_work() as uow:
-        expired = checkout.expire_due_sessions(uow)
-        uow.commit()
+def _sweep(db: Database, processor: Processor, now: datetime | None = None) -> dict[str, int]:
+    """One pass of every upkeep job at `now`. Each job does its items one by one
+    (see flint.common.jobs) and is itself guarded, so neither a bad row nor a
+    job that crashes outright stops the others."""
+    at = now or db.clock()
+    vault = TestVault(processor)
+    crashed = JobResult(failed=1)
+    expiry = guarded(checkout.EXPIRY_JOB, lambda: checkout.expire_due_sessions(db, at), crashed)
+    keys = guarded(PURGE_JOB, lambda: purge_expired(db, at), crashed)
+    # Refunds whose process died between reserving and settling.
+    recovery = guarded(
+        refunds.RECOVERY_JOB,
+        lambda: refunds.recover_stale_refunds(db, processor, now=at),
+        crashed,
+    )
     # App billing: expiries, period ends and payment retries due now.
-    billed = cycles.run_cycles(db, TestVault(processor)).as_dict()
+    billed = guarded(
+        "app_billing", lambda: cycles.run_cycles(db, vault, at), cycles.RunResult(errors=1)
+    ).as_dict()
     return {
-        "checkout_sessions_expired": expired,
-        "idempotency_keys_purged": purge_expired(db),
-        # Refunds whose process died between reserving and settling.
-        "refunds_recovered": refunds.recover_stale_refunds(db, processor),
+        "checkout_sessions_expired": expiry.done,
+        "idempotency_keys_purged": keys.done,
+        "refunds_recovered": recovery.done,
         **billed,
+        "job_items_failed": expiry.failed + keys.failed + recovery.failed,
+        "job_items_set_aside": expiry.set_aside + keys.set_aside + recovery.set_aside,
     }
 
 
-async def _maintenance(db: Database, executor: ThreadPoolExecutor, processor: Processor) -> None:
+async def _maintenance(
+    db: Database,
+    executor: ThreadPoolExecutor,
+    processor: Processor,
+    interval: float = SWEEP_INTERVAL_SECONDS,
+) -> None:
     """Expires checkout sessions past their time, settles refunds a crashed process
-    left pending, and forgets idempotency keys past 24 h. Every replica sweeps; the
-    sweep skips rows another one holds (a refund is settled once, under its order's
-    lock)."""
+    left pending, forgets idempotency keys past 24 h and runs app billing. Every
+    replica sweeps; the sweep skips rows another one holds (a refund is settled
+    once, under its order's lock)."""
     loop = asyncio.get_running_loop()
     while True:
         try:
@@ -203,11 +224,13 @@ async def _maintenance(db: Database, executor: ThreadPoolExecutor, processor: Pr
                 log_event(logger, "maintenance", **done)
         except OperationalError as error:
             log_event(logger, "maintenance_failed", level=logging.WARNING, error=str(error.orig))
-        await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+        await asyncio.sleep(interval)
 
 
-async def serve(db: Database, *, host: str, port: int, grace: float) -> None:
-    """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
+async def serve(db: Database, *, host: str, port: int, grace: float, sweep: bool = True) -> None:
+    """Runs until SIGTERM or SIGINT, then shuts down gracefully. With `sweep`
+    off, the upkeep jobs do not run here (another replica, or a test that
+    drives them itself, owns their timing)."""
     running = await start_server(db, host=host, port=port)
     log_event(logger, "grpc_listening", address=f"{host}:{running.port}")
     print(f"flint: gRPC listening on {host}:{running.port}", flush=True)
@@ -215,9 +238,19 @@ async def serve(db: Database, *, host: str, port: int, grace: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    sweeper = asyncio.create_task(_maintenance(db, running.executor, running.processor))
+    sweeper = (
+        asyncio.create_task(
+            supervise(
+                "maintenance",
+                lambda: _maintenance(db, running.executor, running.processor),
+            )
+        )
+        if sweep
+        else None
+    )
     await stopping.wait()
-    sweeper.cancel()
+    if sweeper is not None:
+        sweeper.cancel()
     log_event(logger, "grpc_stopping", grace_seconds=grace)
     await running.stop(grace)
     db.dispose()
