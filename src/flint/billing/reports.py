@@ -8,12 +8,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from flint.apps.models import AppRecord
 from flint.billing.charges import INTERVALS
 from flint.billing.models import AppChargeRecord, AppInvoiceRecord
 from flint.common.errors import not_found
+from flint.common.money import int64_total, overflow
 
 DAYS_PER_MONTH = 30
 
@@ -61,18 +63,26 @@ def app_revenue(session: Session, partner_id: str, app_id: str, environment: str
     for charge in active:
         if not charge.cancel_at_period_end:
             mrr[charge.currency] += monthly_amount(charge.amount, charge.interval)
-    revenue = {
-        currency: int(total)
-        for currency, total in session.execute(
-            select(AppInvoiceRecord.currency, func.sum(AppInvoiceRecord.amount_paid))
-            .where(
-                AppInvoiceRecord.app_id == app_id,
-                AppInvoiceRecord.environment == environment,
-                AppInvoiceRecord.status == "paid",
-            )
-            .group_by(AppInvoiceRecord.currency)
+    for currency, total in mrr.items():
+        int64_total("monthly recurring revenue", total, currency)
+    paid = (
+        select(AppInvoiceRecord.currency, func.sum(AppInvoiceRecord.amount_paid))
+        .where(
+            AppInvoiceRecord.app_id == app_id,
+            AppInvoiceRecord.environment == environment,
+            AppInvoiceRecord.status == "paid",
         )
-    }
+        .group_by(AppInvoiceRecord.currency)
+    )
+    try:
+        rows = session.execute(paid).all()
+    except OperationalError as error:
+        # SQLite's sum() raises on int64 overflow (PostgreSQL's returns numeric,
+        # checked below); only rows written around the ceiling can get here.
+        if "integer overflow" not in str(error.orig):
+            raise
+        raise overflow("revenue", "") from None
+    revenue = {currency: int64_total("revenue", int(total), currency) for currency, total in rows}
     return Revenue(
         app_id=app_id,
         environment=environment,

@@ -86,6 +86,23 @@ def over_ceiling(what: str, amount: int, currency: str) -> FlintError:
     )
 
 
+def overflow(what: str, currency: str) -> FlintError:
+    return FlintError(
+        Code.FAILED_PRECONDITION,
+        "AMOUNT_OVERFLOW",
+        f"The {what} {f'in {currency.upper()} ' if currency else ''}is too large to report",
+        metadata={"currency": currency},
+    )
+
+
+def int64_total(what: str, total: int, currency: str) -> int:
+    """A report's sum (revenue to date, monthly recurring revenue) may pass the
+    ceiling — it adds up many amounts — but never int64: refused, not crashed on."""
+    if total > INT64_MAX:
+        raise overflow(what, currency)
+    return total
+
+
 def display(amount: int, currency: str) -> str:
     """A human form: "1,025.00 USD" (exact: Decimal, not float)."""
     code = currency.upper()
