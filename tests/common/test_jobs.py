@@ -7,6 +7,8 @@ import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from flint.common import jobs
 from flint.common.db import Database
 from flint.common.jobs import Item, JobFailureRecord
@@ -163,3 +165,30 @@ def test_the_supervisor_passes_cancellation_through():
         return False
 
     assert asyncio.run(main())
+
+
+def test_a_failing_history_purge_is_noted_and_does_not_raise_into_the_worker(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+):
+    # The purge is one bulk delete by age; a failure of it (a lock timeout, a
+    # bad row) must not end the claimer that calls it.
+    from flint.webhooks import history
+    from flint.webhooks.sender import DeliverySettings
+    from flint.webhooks.worker import HISTORY_JOB, Worker
+
+    def broken(*_: object, **__: object) -> int:
+        raise RuntimeError("purge failed")
+
+    monkeypatch.setattr(history, "purge_expired", broken)
+    at = datetime.now(UTC) + timedelta(hours=1)
+    worker = Worker(db, DeliverySettings(clock=lambda: at))
+    worker.purge()
+    noted = failure(db, HISTORY_JOB, HISTORY_JOB)
+    assert noted is not None
+    assert (noted.status, noted.error) == ("retrying", "RuntimeError: purge failed")
+    monkeypatch.undo()
+    worker.purge()  # not due yet: skipped; then due, and it works
+    assert failure(db, HISTORY_JOB, HISTORY_JOB) is not None
+    at += jobs.FIRST_RETRY
+    worker.purge()
+    assert failure(db, HISTORY_JOB, HISTORY_JOB) is None

@@ -25,6 +25,7 @@ import psycopg
 from sqlalchemy.exc import OperationalError
 
 from flint.common.db import Database
+from flint.common.jobs import Item, run_job
 from flint.common.logs import log_event
 from flint.webhooks import history
 from flint.webhooks.sender import (
@@ -42,6 +43,7 @@ logger = logging.getLogger("flint.webhooks")
 DEFAULT_CONCURRENCY = 16
 DEFAULT_POLL_SECONDS = 0.5
 PURGE_INTERVAL = timedelta(hours=1)
+HISTORY_JOB = "webhook_history_purge"
 # The sequencer's channel (see flint.events.sequencer): it fires after a fan-out commits.
 NOTIFY_CHANNEL = "flint_events"
 # How often the SQLite write-ahead log is looked at for a commit (a stat call).
@@ -147,14 +149,22 @@ class Worker:
         return last is None or self.settings.clock() - last >= PURGE_INTERVAL
 
     def purge(self) -> None:
-        """Forgets delivery history past its retention (at most hourly)."""
+        """Forgets delivery history past its retention (at most hourly). A job
+        (flint.common.jobs): a purge that fails is noted, retried with backoff
+        and never ends the claimer that calls it."""
         now = self.settings.clock()
         self._last_purge = now
-        with self.db.unit_of_work() as uow:
-            purged = history.purge_expired(uow, now)
-            uow.commit()
-        if purged:
-            log_event(logger, "webhook_history_purged", deliveries=purged)
+
+        def purge(_: Item) -> int:
+            with self.db.unit_of_work() as uow:
+                purged = history.purge_expired(uow, now)
+                uow.commit()
+            return purged
+
+        # One bulk item: the purge is by age across endpoints, not per tenant.
+        result = run_job(self.db, HISTORY_JOB, now, lambda _: [Item(HISTORY_JOB)], purge)
+        if result.done:
+            log_event(logger, "webhook_history_purged", deliveries=result.done)
 
 
 class _Loop:
