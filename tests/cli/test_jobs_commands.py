@@ -7,6 +7,8 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, datetime
 
+import pytest
+
 from flint.common import jobs
 from flint.common.db import Database
 from flint.common.jobs import Item, JobFailureRecord
@@ -58,3 +60,14 @@ def test_retrying_an_unknown_item_fails_with_a_message(database_url):
     result = run_flint(database_url, "admin", "jobs", "retry", "ain_nothing_here")
     assert result.returncode == 1
     assert "no failed job item 'ain_nothing_here'" in result.stderr
+
+
+def test_serve_runs_its_sweep_unless_told_not_to(monkeypatch: pytest.MonkeyPatch):
+    from flint.cli import SWEEP_ENV, build_parser
+
+    monkeypatch.delenv(SWEEP_ENV, raising=False)
+    assert build_parser().parse_args(["serve"]).no_sweep is False
+    assert build_parser().parse_args(["serve", "--no-sweep"]).no_sweep is True
+    # The servers `flint up` starts inherit the environment (tests set it).
+    monkeypatch.setenv(SWEEP_ENV, "off")
+    assert build_parser().parse_args(["serve"]).no_sweep is True
