@@ -81,6 +81,18 @@ def test_a_failed_item_waits_for_its_backoff_and_is_not_listed_meanwhile(db: Dat
     assert failure(db, job.name, "b") is None
 
 
+def test_a_failed_item_that_is_no_longer_listed_is_tried_once_more_and_cleared(db: Database):
+    job = FakeJob(bad={"b"})
+    job.run(db, T0)
+    # Meanwhile "b" was settled some other way: the lister no longer returns it.
+    job.bad.clear()
+    job.items = lambda waiting: [Item("a", "mer_a", "test")]  # type: ignore[method-assign]
+    job.done.clear()
+    job.run(db, T0 + jobs.FIRST_RETRY)
+    assert job.done == ["a", "b"]  # work re-checks it (here: succeeds)
+    assert failure(db, job.name, "b") is None
+
+
 def test_backoff_doubles_and_is_capped():
     assert [jobs.backoff(n) for n in (1, 2, 3)] == [
         timedelta(minutes=1),

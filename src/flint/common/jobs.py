@@ -120,9 +120,17 @@ def run_job(db: Database, job: str, now: datetime, items: Lister, work: Work) ->
         or (record.next_attempt_at is not None and record.next_attempt_at > now)
     )
     result = JobResult()
-    for item in items(waiting):
-        if item.id in waiting:
-            continue
+    listed = [item for item in items(waiting) if item.id not in waiting]
+    seen = {item.id for item in listed}
+    # Failed items due again that the lister no longer returns (paid, settled or
+    # deleted meanwhile, or past its batch) are tried too: `work` re-checks
+    # under lock and answers 0 when there is nothing to do, which clears them.
+    listed += [
+        Item(record.item_id, record.merchant_id, record.environment)
+        for item_id, record in failures.items()
+        if item_id not in waiting and item_id not in seen
+    ]
+    for item in listed:
         try:
             result.done += work(item)
         except Exception as error:
