@@ -276,6 +276,59 @@ def test_payment_link_opens_a_fresh_order_per_visit_and_can_be_deactivated(shop:
     assert (details.code, details.reason) == ("FAILED_PRECONDITION", "PAYMENT_LINK_INACTIVE")
 
 
+def test_payment_link_page_reads_the_link_and_opening_with_one_key_opens_one_session(
+    shop: Commerce,
+):
+    link = shop.links.CreatePaymentLink(
+        links_pb.CreatePaymentLinkRequest(
+            payment_link=pb.PaymentLink(
+                line_items=[pb.LineItem(name="Ebook", quantity=2, unit_amount=900)],
+                currency="usd",
+                success_url="https://shop.example.com/thanks",
+            )
+        ),
+        metadata=shop.auth,
+    )
+    page = shop.pay.GetPaymentLinkPage(
+        pay_pb.GetPaymentLinkPageRequest(id=link.id), metadata=bearer(shop.internal)
+    )
+    assert (page.id, page.state, page.amount_total) == (
+        link.id,
+        pay_pb.PAY_PAGE_STATE_PAYABLE,
+        1800,
+    )
+    assert [item.name for item in page.line_items] == ["Ebook"]
+    assert page.test_mode
+    listed = shop.sessions.ListCheckoutSessions(
+        checkout_pb.ListCheckoutSessionsRequest(page_size=100), metadata=shop.auth
+    )
+    assert not [s for s in listed.checkout_sessions if s.payment_link_id == link.id]
+    same_form = [*bearer(shop.internal), ("idempotency-key", f"payment-link:{link.id}:form-1")]
+    first = shop.pay.OpenPaymentLink(pay_pb.OpenPaymentLinkRequest(id=link.id), metadata=same_form)
+    again = shop.pay.OpenPaymentLink(pay_pb.OpenPaymentLinkRequest(id=link.id), metadata=same_form)
+    assert first.id == again.id
+    shop.links.UpdatePaymentLink(
+        links_pb.UpdatePaymentLinkRequest(
+            payment_link=pb.PaymentLink(id=link.id, active=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+        ),
+        metadata=shop.auth,
+    )
+    closed = shop.pay.GetPaymentLinkPage(
+        pay_pb.GetPaymentLinkPageRequest(id=link.id), metadata=bearer(shop.internal)
+    )
+    assert closed.state == pay_pb.PAY_PAGE_STATE_CLOSED
+    details = grpc_error(
+        refused(
+            lambda: shop.pay.GetPaymentLinkPage(
+                pay_pb.GetPaymentLinkPageRequest(id="plink_01jzzzzzzzzzzzzzzzzzzzzzzz"),
+                metadata=bearer(shop.internal),
+            )
+        )
+    )
+    assert details.code == "NOT_FOUND"
+
+
 def test_invoice_from_draft_to_paid(shop: Commerce):
     order = shop.create_order(("Retainer", 1, 30000))
     invoice = shop.new_invoice(order_id=order.id)

@@ -341,12 +341,17 @@ def test_buyer_opens_a_payment_link_and_pays(
     link = merchant.link()
     assert link.url == f"{stack.url}/l/{link.id}"
     page = phone.page
-    opened = page.goto(link.url)
-    assert opened is not None
-    assert opened.status == 200
+    landing = page.goto(link.url)
+    assert landing is not None
+    assert landing.status == 200
+    # The landing page shows what is for sale and opens nothing yet.
+    assert page.url == link.url
+    assert "Workshop ticket" in page.inner_text("main")
+    page.screenshot(path=str(tmp_path / "link.png"), full_page=True)
+    with page.expect_navigation():
+        page.click("button.pay-button")
     assert page.url.startswith(f"{stack.url}/pay/cs_")
     assert "Pay $49.00" in page.inner_text("main")
-    page.screenshot(path=str(tmp_path / "link.png"), full_page=True)
     page.fill("#card-number", "4242 4242 4242 4242")
     page.fill("#card-expiry", "12/34")
     page.fill("#card-cvc", "123")

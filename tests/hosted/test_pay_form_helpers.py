@@ -11,16 +11,14 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from starlette.datastructures import FormData, Headers
+from starlette.datastructures import FormData
 from starlette.exceptions import StarletteDeprecationWarning
-from starlette.requests import Request
 
 from flint.hosted import HostedSettings, create_app
 from flint.hosted.amounts import format_amount
 from flint.hosted.card_form import decline_message, parse_expiry, read_card, violation_errors
 from flint.hosted.core import CoreError, FieldViolation
 from flint.hosted.pay import due_date_text
-from flint.hosted.payment_links import is_preview_robot, is_speculative
 from flint.hosted.security import web_url
 
 with warnings.catch_warnings():
@@ -197,42 +195,6 @@ def test_merchant_web_urls_are_kept(url: str) -> None:
 )
 def test_urls_a_page_must_not_link_to_are_dropped(url: str) -> None:
     assert web_url(url) == ""
-
-
-def _request(headers: dict[str, str]) -> Request:
-    return Request(
-        {
-            "type": "http",
-            "method": "GET",
-            "path": "/l/plink_x",
-            "headers": Headers(headers).raw,
-        }
-    )
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {"sec-purpose": "prefetch"},
-        {"sec-purpose": "prefetch;prerender"},
-        {"purpose": "prefetch"},
-        {"x-moz": "prefetch"},
-        {"x-purpose": "preview"},
-    ],
-)
-def test_speculative_requests_are_recognised(headers: dict[str, str]) -> None:
-    assert is_speculative(_request(headers))
-
-
-def test_a_plain_navigation_is_not_speculative() -> None:
-    request = _request({"sec-fetch-mode": "navigate", "user-agent": "Mozilla/5.0 (iPhone)"})
-    assert not is_speculative(request)
-    assert not is_preview_robot(request)
-
-
-def test_a_phone_whose_model_ends_in_bot_is_no_robot() -> None:
-    user_agent = "Mozilla/5.0 (Linux; Android 9; CUBOT P30) AppleWebKit/537.36 Chrome/120 Mobile"
-    assert not is_preview_robot(_request({"user-agent": user_agent}))
 
 
 @pytest.fixture

@@ -17,10 +17,12 @@ import grpc
 import httpx
 import pytest
 from google.protobuf import field_mask_pb2
+from sqlalchemy import func, select
 from starlette.exceptions import StarletteDeprecationWarning
 
 from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
+from flint.commerce.models import CheckoutSessionRecord, OrderRecord
 from flint.commerce.v1 import checkout_service_pb2 as checkout_pb
 from flint.commerce.v1 import checkout_service_pb2_grpc as checkout_grpc
 from flint.commerce.v1 import invoices_service_pb2 as invoices_pb
@@ -31,6 +33,7 @@ from flint.commerce.v1 import payment_links_service_pb2 as links_pb
 from flint.commerce.v1 import payment_links_service_pb2_grpc as links_grpc
 from flint.commerce.v1 import resources_pb2 as res
 from flint.common.db import Database
+from flint.common.events import EventRecord
 from flint.hosted import HostedSettings, create_app
 from tests.conftest import bearer
 from tests.installs.oauth_support import internal_key
@@ -52,6 +55,7 @@ FUTURE = "12/34"
 MERCHANT_NAME = "Corner Shop"
 
 CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
+NONCE_INPUT = re.compile(r'name="nonce" value="([^"]+)"')
 INPUT_TAG = re.compile(r"<input\b[^>]*>", re.DOTALL)
 
 
@@ -66,6 +70,8 @@ class Shop:
     links: links_grpc.PaymentLinksServiceStub
     invoices: invoices_grpc.InvoicesServiceStub
     orders: orders_grpc.OrdersServiceStub
+    merchant_id: str
+    db: Database
 
     def new_checkout(self, *, key: str | None = None, **fields: object) -> res.CheckoutSession:
         values: dict[str, object] = {
@@ -134,6 +140,28 @@ class Shop:
             invoices_pb.GetInvoiceRequest(id=invoice_id), metadata=bearer(self.key)
         )
 
+    def open_link(self, link_id: str) -> httpx.Response:
+        """Opens the link's landing page and presses its button."""
+        landing = self.open_form(f"/l/{link_id}")
+        response: httpx.Response = self.browser.post(
+            f"/l/{link_id}",
+            data={"csrf_token": csrf_from(landing.text), "nonce": nonce_from(landing.text)},
+        )
+        return response
+
+    def written_rows(self) -> tuple[int, int, int]:
+        """The merchant's orders, checkout sessions and events, as stored."""
+        with self.db.read() as session:
+            return tuple(  # type: ignore[return-value]
+                session.scalar(
+                    select(func.count())
+                    .select_from(model)
+                    .where(model.merchant_id == self.merchant_id)
+                )
+                or 0
+                for model in (OrderRecord, CheckoutSessionRecord, EventRecord)
+            )
+
     def open_form(self, path: str) -> httpx.Response:
         page = self.browser.get(path)
         assert page.status_code == 200, page.text
@@ -168,6 +196,12 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
+def nonce_from(html: str) -> str:
+    match = NONCE_INPUT.search(html)
+    assert match, "no nonce in the page"
+    return match.group(1)
+
+
 def card_inputs_are_empty(html: str) -> bool:
     """No card input carries a value: nothing typed is ever shown back."""
     tags = [tag for tag in INPUT_TAG.findall(html) if 'name="card_' in tag]
@@ -187,6 +221,7 @@ def shop(
     hosted_internal_key: str,
     accounts_stub: accounts_grpc.AccountsServiceStub,
     admin_key: str,
+    db: Database,
 ) -> Iterator[Shop]:
     merchant = accounts_stub.CreateMerchant(
         accounts_pb.CreateMerchantRequest(
@@ -213,6 +248,8 @@ def shop(
             links_grpc.PaymentLinksServiceStub(channel),
             invoices_grpc.InvoicesServiceStub(channel),
             orders_grpc.OrdersServiceStub(channel),
+            merchant.id,
+            db,
         )
 
 
@@ -492,30 +529,122 @@ def test_card_number_and_cvc_are_never_logged(shop: Shop, caplog: pytest.LogCapt
 # --- payment links ---------------------------------------------------------------
 
 
-def test_payment_link_opens_a_fresh_checkout_per_visit(shop: Shop) -> None:
+def test_payment_link_landing_shows_products_and_a_pay_button(shop: Shop) -> None:
     link = shop.new_link()
-    first = shop.browser.get(f"/l/{link.id}")
-    assert first.status_code == 303, first.text
-    assert first.headers["cache-control"] == "no-store"
-    assert first.headers["location"].startswith("/pay/cs_")
-    second = shop.browser.get(f"/l/{link.id}")
-    assert second.status_code == 303
-    assert second.headers["location"] != first.headers["location"]
-    page = shop.open_form(first.headers["location"])
+    page = shop.browser.get(f"/l/{link.id}")
+    assert page.status_code == 200, page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert page.headers["x-robots-tag"] == "noindex, nofollow"
+    html = page.text
+    assert MERCHANT_NAME in html
+    assert "Workshop ticket" in html
+    assert "$49.00" in html
+    assert "TEST MODE" in html
+    assert f'action="/l/{link.id}"' in html
+    assert "Continue to payment" in html
+    assert 'name="card_number"' not in html  # the card is asked for on the checkout page
+
+
+def test_sixty_visits_of_a_payment_link_write_nothing(shop: Shop) -> None:
+    link = shop.new_link()
+    before = shop.written_rows()
+    for _ in range(60):
+        assert shop.browser.get(f"/l/{link.id}").status_code == 200
+    assert shop.written_rows() == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"sec-purpose": "prefetch;prerender"},
+        {"user-agent": "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"},
+        {"user-agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"},
+    ],
+)
+def test_prefetches_and_robots_see_the_landing_page_and_write_nothing(
+    shop: Shop, headers: dict[str, str]
+) -> None:
+    link = shop.new_link()
+    before = shop.written_rows()
+    answer = shop.browser.get(f"/l/{link.id}", headers=headers)
+    assert answer.status_code == 200
+    assert "Workshop ticket" in answer.text
+    assert shop.written_rows() == before
+
+
+def test_head_of_a_payment_link_writes_nothing(shop: Shop) -> None:
+    link = shop.new_link()
+    before = shop.written_rows()
+    answer = shop.browser.head(f"/l/{link.id}")
+    assert answer.status_code == 200
+    assert shop.written_rows() == before
+
+
+def test_pressing_pay_opens_a_checkout_that_can_be_paid(shop: Shop) -> None:
+    link = shop.new_link()
+    before = shop.written_rows()
+    opened = shop.open_link(link.id)
+    assert opened.status_code == 303, opened.text
+    assert opened.headers["cache-control"] == "no-store"
+    assert opened.headers["location"].startswith("/pay/cs_")
+    orders, sessions, _events = shop.written_rows()
+    assert (orders, sessions) == (before[0] + 1, before[1] + 1)
+    page = shop.open_form(opened.headers["location"])
     assert "Workshop ticket" in page.text
     assert "Pay $49.00" in page.text
-    assert "TEST MODE" in page.text
-
-
-def test_payment_link_checkout_can_be_paid(shop: Shop) -> None:
-    opened = shop.browser.get(f"/l/{shop.new_link().id}")
-    paid = shop.pay(opened.headers["location"])
+    paid = shop.pay(opened.headers["location"], page=page)
     assert paid.status_code == 303, paid.text
     assert paid.headers["location"] == SUCCESS_URL
 
 
+def test_each_landing_form_opens_its_own_checkout(shop: Shop) -> None:
+    link = shop.new_link()
+    first = shop.open_link(link.id)
+    second = shop.open_link(link.id)
+    assert first.headers["location"] != second.headers["location"]
+
+
+def test_a_double_submitted_landing_form_opens_one_checkout(shop: Shop) -> None:
+    link = shop.new_link()
+    landing = shop.browser.get(f"/l/{link.id}")
+    form = {"csrf_token": csrf_from(landing.text), "nonce": nonce_from(landing.text)}
+    before = shop.written_rows()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda _: shop.browser.post(f"/l/{link.id}", data=form), range(2)))
+    again = shop.browser.post(f"/l/{link.id}", data=form)
+    # Concurrent submits: one opens the session, the other gets the same one
+    # (or is told the first is still being opened).
+    locations = {a.headers["location"] for a in [*answers, again] if a.status_code == 303}
+    assert len(locations) == 1, [a.status_code for a in answers]
+    assert {a.status_code for a in answers} <= {303, 409}
+    assert again.status_code == 303
+    orders, sessions, _events = shop.written_rows()
+    assert (orders, sessions) == (before[0] + 1, before[1] + 1)
+
+
+def test_pressing_pay_without_csrf_token_opens_nothing(shop: Shop) -> None:
+    link = shop.new_link()
+    landing = shop.browser.get(f"/l/{link.id}")
+    before = shop.written_rows()
+    answer = shop.browser.post(f"/l/{link.id}", data={"nonce": nonce_from(landing.text)})
+    assert answer.status_code == 403
+    assert "this page has expired" in answer.text
+    assert "Continue to payment" in answer.text  # a fresh form to press again
+    assert shop.written_rows() == before
+
+
+def test_pressing_pay_without_a_nonce_opens_nothing(shop: Shop) -> None:
+    link = shop.new_link()
+    landing = shop.browser.get(f"/l/{link.id}")
+    before = shop.written_rows()
+    answer = shop.browser.post(f"/l/{link.id}", data={"csrf_token": csrf_from(landing.text)})
+    assert answer.status_code == 403
+    assert shop.written_rows() == before
+
+
 def test_inactive_payment_link_says_it_is_no_longer_active(shop: Shop) -> None:
     link = shop.new_link()
+    landing = shop.browser.get(f"/l/{link.id}")
     shop.links.UpdatePaymentLink(
         links_pb.UpdatePaymentLinkRequest(
             payment_link=res.PaymentLink(id=link.id, active=False),
@@ -523,67 +652,24 @@ def test_inactive_payment_link_says_it_is_no_longer_active(shop: Shop) -> None:
         ),
         metadata=bearer(shop.key),
     )
-    before = shop.session_count()
+    before = shop.written_rows()
     page = shop.browser.get(f"/l/{link.id}")
     assert page.status_code == 410, page.text
     assert "This link is no longer active" in page.text
     assert page.headers["cache-control"] == "no-store"
-    assert shop.session_count() == before
+    # A landing page opened before the link was turned off opens nothing either.
+    pressed = shop.browser.post(
+        f"/l/{link.id}",
+        data={"csrf_token": csrf_from(landing.text), "nonce": nonce_from(landing.text)},
+    )
+    assert pressed.status_code == 410
+    assert shop.written_rows() == before
 
 
 def test_unknown_payment_link_is_a_404_page(shop: Shop) -> None:
     page = shop.browser.get("/l/plink_01jzzzzzzzzzzzzzzzzzzzzzzz")
     assert page.status_code == 404
     assert "Payment page not found" in page.text
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {"sec-purpose": "prefetch"},
-        {"sec-purpose": "prefetch;prerender"},
-        {"purpose": "prefetch"},
-        {"x-moz": "prefetch"},
-        {"x-purpose": "preview"},
-    ],
-)
-def test_browser_prefetch_of_a_payment_link_opens_nothing(
-    shop: Shop, headers: dict[str, str]
-) -> None:
-    link = shop.new_link()
-    before = shop.session_count()
-    answer = shop.browser.get(f"/l/{link.id}", headers=headers)
-    assert answer.status_code == 503
-    assert answer.headers["cache-control"] == "no-store"
-    assert shop.session_count() == before
-
-
-@pytest.mark.parametrize(
-    "user_agent",
-    [
-        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
-        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
-        "WhatsApp/2.23.20.0",
-        "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
-        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-    ],
-)
-def test_link_preview_robots_open_nothing(shop: Shop, user_agent: str) -> None:
-    link = shop.new_link()
-    before = shop.session_count()
-    answer = shop.browser.get(f"/l/{link.id}", headers={"user-agent": user_agent})
-    assert answer.status_code == 200
-    assert "Open this link in a browser to pay." in answer.text
-    assert answer.headers["x-robots-tag"] == "noindex, nofollow"
-    assert shop.session_count() == before
-
-
-def test_head_of_a_payment_link_opens_nothing(shop: Shop) -> None:
-    link = shop.new_link()
-    before = shop.session_count()
-    answer = shop.browser.head(f"/l/{link.id}")
-    assert answer.status_code == 200
-    assert shop.session_count() == before
 
 
 # --- invoices --------------------------------------------------------------------

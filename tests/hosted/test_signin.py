@@ -5,16 +5,31 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from starlette.responses import Response
 from starlette.testclient import TestClient
 
 from flint.hosted import create_app
 from flint.hosted import sessions as sessions_module
-from tests.hosted.conftest import PASSWORD, World, csrf_from, hosted_settings
+from tests.hosted.conftest import (
+    PASSWORD,
+    SECRET,
+    World,
+    csrf_from,
+    hosted_settings,
+    unique_address,
+)
 
 EMAIL = "shop@example.com"
 
 
-def _post_signin(world: World, **fields: str) -> httpx.Response:
+def at(address: str) -> dict[str, str]:
+    """Headers of a request that reached Envoy from `address`."""
+    return {"x-forwarded-for": address}
+
+
+def _post_signin(
+    world: World, *, headers: dict[str, str] | None = None, **fields: str
+) -> httpx.Response:
     form = {
         "csrf_token": csrf_from(world.browser.get("/hosted/signin").text),
         "email": world.merchant.email,
@@ -22,7 +37,7 @@ def _post_signin(world: World, **fields: str) -> httpx.Response:
         "next": "/hosted/",
     }
     form.update(fields)
-    response: httpx.Response = world.browser.post("/hosted/signin", data=form)
+    response: httpx.Response = world.browser.post("/hosted/signin", data=form, headers=headers)
     return response
 
 
@@ -195,17 +210,77 @@ def test_signin_with_unknown_email_gets_the_same_answer(world: World) -> None:
     assert "The email or password is not correct." in response.text
 
 
-def test_signin_rate_limited_answers_429_with_retry_after(world: World) -> None:
-    # The core allows 5 failed sign-ins per email in 15 minutes.
+def test_signin_throttled_answers_429_with_retry_after(world: World) -> None:
+    attacker = unique_address()
     for _ in range(5):
-        assert _post_signin(world, password="wrong password").status_code == 401
-    response = _post_signin(world)  # even the right password, now
+        response = _post_signin(world, password="wrong password", headers=at(attacker))
+        assert response.status_code == 401
+    # Five more failures make the next try from there wait 2 s × 2⁵.
+    world.record_failures(attacker, 5)
+    response = _post_signin(world, headers=at(attacker))  # even the right password, now
     assert response.status_code == 429, response.text
-    # The window opened by the first failure closes in (almost) 15 minutes.
-    assert 15 * 60 - 60 < int(response.headers["retry-after"]) <= 15 * 60
-    assert "Too many sign-in attempts. Try again in 15 minutes." in response.text
+    assert 0 < int(response.headers["retry-after"]) <= 64
+    assert "Too many sign-in attempts. Try again in " in response.text
     assert "flint_session" not in response.headers.get("set-cookie", "")
     assert world.calls("CreateMerchantSession")[-1].reason == "RATE_LIMITED"
+
+
+def test_signin_gives_the_browser_an_httponly_strict_device_cookie(world: World) -> None:
+    response = _post_signin(world)
+    assert response.status_code == 303, response.text
+    device = next(c for c in response.headers.get_list("set-cookie") if "flint_device=" in c)
+    assert device.startswith("flint_device=fdv_")
+    assert "HttpOnly" in device
+    assert "SameSite=strict" in device
+    assert "Max-Age=7776000" in device  # 90 days
+    assert "Secure" not in device  # the public URL is http://127.0.0.1
+    # Signing in again with it keeps it: no new device.
+    again = _post_signin(world)
+    assert again.status_code == 303, again.text
+    assert "flint_device=" not in again.headers.get("set-cookie", "")
+
+
+def test_device_cookie_over_https_is_secure_and_host_prefixed() -> None:
+    response = Response()
+    sessions_module.Sessions(SECRET, secure=True).remember_device(response, "fdv_x")
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("__Host-flint_device=fdv_x;")
+    assert "Secure" in cookie
+    assert "HttpOnly" in cookie
+    assert "Path=/" in cookie
+
+
+def test_attackers_address_is_throttled_while_the_merchants_browser_signs_in(
+    world: World,
+) -> None:
+    # The merchant signed in on this browser before: it holds a device cookie.
+    assert _post_signin(world).status_code == 303
+    device_cookie = world.browser.cookies["flint_device"]
+    world.browser.cookies.clear()
+    # An attacker guesses at the account from the merchant's own address (a
+    # shared office or carrier NAT), with no device cookie.
+    shared = unique_address()
+    for _ in range(5):
+        assert _post_signin(world, password="guess", headers=at(shared)).status_code == 401
+    world.record_failures(shared, 5)
+    assert _post_signin(world, headers=at(shared)).status_code == 429
+    # The merchant's browser, same address, same moment: signed in.
+    world.browser.cookies.clear()
+    world.browser.cookies.set("flint_device", device_cookie)
+    response = _post_signin(world, headers=at(shared))
+    assert response.status_code == 303, response.text
+    assert world.calls("CreateMerchantSession")[-1].code == "OK"
+
+
+def test_another_address_signs_in_after_the_attackers_failures(world: World) -> None:
+    attacker = unique_address()
+    for _ in range(5):
+        assert _post_signin(world, password="guess", headers=at(attacker)).status_code == 401
+    world.record_failures(attacker, 10)
+    assert _post_signin(world, headers=at(attacker)).status_code == 429
+    # A browser that never signed in, elsewhere: no lock on the account.
+    response = _post_signin(world, headers=at(unique_address()))
+    assert response.status_code == 303, response.text
 
 
 def test_signin_with_empty_fields_is_refused_without_calling_the_core(world: World) -> None:

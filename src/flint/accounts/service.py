@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -9,11 +10,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from flint.accounts import signin_throttle
 from flint.accounts.models import (
     MerchantRecord,
     MerchantSessionRecord,
     PartnerRecord,
     SignInAttemptRecord,
+    SignInDeviceRecord,
 )
 from flint.common import credentials, passwords
 from flint.common.auth import Principal, PrincipalKind, refuse_other_environment
@@ -250,9 +253,10 @@ def rotate_partner_key(
 # --- merchant sessions (hosted pages) ---------------------------------------------
 
 SESSION_TTL = timedelta(hours=12)
-SIGNIN_WINDOW = timedelta(minutes=15)
-MAX_FAILURES_PER_EMAIL = 5
-MAX_FAILURES_PER_CLIENT = 20
+# A trusted device is forgotten after this long without a successful sign-in.
+DEVICE_TTL = timedelta(days=90)
+DEVICE_TOKEN_PREFIX = "fdv_"  # noqa: S105 - a prefix, not a secret
+MAX_DEVICE_TOKEN_LENGTH = 200
 # Verified against when the email is unknown, so both cases take as long.
 _DUMMY_HASH = passwords.hash_password("not the password of anyone")
 
@@ -262,41 +266,57 @@ class SignIn:
     merchant: MerchantRecord
     session: MerchantSessionRecord
     token: str
+    # A new device token for the browser to keep; "" when its own stays valid.
+    device_token: str
 
 
-def sign_in(uow: UnitOfWork, *, email: str, password: str, client_ip: str) -> SignIn:
-    """Checks the password and opens a session. A failure is recorded (and kept)
-    before it is reported, so it counts towards the rate limit."""
+def sign_in(
+    uow: UnitOfWork, *, email: str, password: str, client_ip: str, device_token: str = ""
+) -> SignIn:
+    """Checks the password and opens a session. Throttled per OWASP (see
+    signin_throttle): a browser with a valid device token of this account
+    counts only its own failures; any other attempt waits on its (email,
+    address) and address counters. A failure is recorded (and kept) before it
+    is reported, so it counts."""
     email = email.strip().lower()
     client_ip = client_ip[:64]
-    since = uow.now - SIGNIN_WINDOW
-    failures = select(func.count(), func.min(SignInAttemptRecord.at)).where(
-        SignInAttemptRecord.succeeded.is_(False), SignInAttemptRecord.at > since
-    )
-    checks = [(SignInAttemptRecord.email == email, MAX_FAILURES_PER_EMAIL)]
-    if client_ip:
-        checks.append((SignInAttemptRecord.client_ip == client_ip, MAX_FAILURES_PER_CLIENT))
-    for condition, limit in checks:
-        count, oldest = uow.session.execute(failures.where(condition)).one()
-        if count >= limit:
-            retry_after = max(1, int((oldest + SIGNIN_WINDOW - uow.now).total_seconds()))
-            raise FlintError(
-                Code.RESOURCE_EXHAUSTED,
-                "RATE_LIMITED",
-                "Too many failed sign-ins; try again later",
-                metadata={"retry_after_seconds": str(retry_after)},
-            )
     merchant = uow.session.scalar(select(MerchantRecord).where(MerchantRecord.email == email))
+    device = _trusted_device(uow, merchant, device_token)
+    if device is not None:
+        wait = signin_throttle.device_wait(
+            uow.session, device_id=device.id, last_success_at=device.last_success_at, now=uow.now
+        )
+    else:
+        wait = signin_throttle.untrusted_wait(
+            uow.session, email=email, client_ip=client_ip, now=uow.now
+        )
+    if wait > timedelta(0):
+        raise FlintError(
+            Code.RESOURCE_EXHAUSTED,
+            "RATE_LIMITED",
+            "Too many failed sign-ins; try again later",
+            metadata={"retry_after_seconds": str(max(1, math.ceil(wait.total_seconds())))},
+        )
     valid = passwords.verify_password(merchant.password_hash if merchant else _DUMMY_HASH, password)
     uow.session.add(
         SignInAttemptRecord(
-            email=email, client_ip=client_ip, succeeded=valid and merchant is not None, at=uow.now
+            email=email,
+            client_ip=client_ip,
+            device_id=device.id if device else "",
+            succeeded=valid and merchant is not None,
+            at=uow.now,
         )
     )
     if merchant is None or not valid:
         raise FlintError(
             Code.UNAUTHENTICATED, "INVALID_CREDENTIALS", "Wrong email or password", commit=True
         )
+    new_device_token = ""
+    if device is not None:
+        device.last_success_at = uow.now
+        device.expires_at = uow.now + DEVICE_TTL
+    else:
+        new_device_token = _new_device(uow, merchant)
     token = credentials.generate_secret(credentials.MERCHANT_SESSION_PREFIX)
     record = MerchantSessionRecord(
         id=new_id("key"),
@@ -307,7 +327,39 @@ def sign_in(uow: UnitOfWork, *, email: str, password: str, client_ip: str) -> Si
         revoked_at=None,
     )
     uow.session.add(record)
-    return SignIn(merchant, record, token)
+    return SignIn(merchant, record, token, new_device_token)
+
+
+def _trusted_device(
+    uow: UnitOfWork, merchant: MerchantRecord | None, device_token: str
+) -> SignInDeviceRecord | None:
+    """The device of `device_token` if it is current and bound to `merchant`: a
+    token of another account, an unknown or expired one is no device at all."""
+    if merchant is None or not device_token or len(device_token) > MAX_DEVICE_TOKEN_LENGTH:
+        return None
+    device = uow.session.scalar(
+        select(SignInDeviceRecord).where(
+            SignInDeviceRecord.token_hash == credentials.hash_secret(device_token)
+        )
+    )
+    if device is None or device.merchant_id != merchant.id or device.expires_at <= uow.now:
+        return None
+    return device
+
+
+def _new_device(uow: UnitOfWork, merchant: MerchantRecord) -> str:
+    token = credentials.generate_secret(DEVICE_TOKEN_PREFIX)
+    uow.session.add(
+        SignInDeviceRecord(
+            id=new_id("dev"),
+            merchant_id=merchant.id,
+            token_hash=credentials.hash_secret(token),
+            created_at=uow.now,
+            last_success_at=uow.now,
+            expires_at=uow.now + DEVICE_TTL,
+        )
+    )
+    return token
 
 
 def sign_out(uow: UnitOfWork, principal: Principal) -> None:

@@ -126,7 +126,11 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
     ) -> pb.MerchantSession:
         with self._db.unit_of_work() as uow:
             signed_in = service.sign_in(
-                uow, email=request.email, password=request.password, client_ip=request.client_ip
+                uow,
+                email=request.email,
+                password=request.password,
+                client_ip=request.client_ip,
+                device_token=request.device_token,
             )
             return idempotency.commit(
                 uow,
@@ -135,6 +139,7 @@ class AccountsServicer(pb_grpc.AccountsServiceServicer):
                     merchant_id=signed_in.merchant.id,
                     merchant_name=signed_in.merchant.name,
                     expire_time=timestamp(signed_in.session.expires_at),
+                    device_token=signed_in.device_token,
                 ),
             )
 

@@ -1,4 +1,5 @@
-"""Payment links: reusable; every visit opens a fresh order and checkout."""
+"""Payment links: reusable; every buyer who chooses to pay opens a fresh order and
+checkout (a visit alone reads, see payments.payment_link_page)."""
 
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ def update_link(
 
 
 def open_link(uow: UnitOfWork, link_id: str) -> CheckoutSessionRecord:
-    """A buyer's visit: a fresh order and checkout session from the link."""
+    """A buyer chose to pay: a fresh order and checkout session from the link."""
     link = uow.session.get(PaymentLinkRecord, link_id)
     if link is None:
         raise not_found("payment_link", link_id)

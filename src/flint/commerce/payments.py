@@ -22,10 +22,12 @@ from flint.commerce import attempts, checkout, orders, presenter, timeline
 from flint.commerce.cards import parse_card
 from flint.commerce.context import BUYER, Tenant
 from flint.commerce.events import emit
+from flint.commerce.lines import total_of
 from flint.commerce.models import (
     CheckoutSessionRecord,
     InvoiceRecord,
     OrderRecord,
+    PaymentLinkRecord,
     PaymentRecord,
 )
 from flint.commerce.processor import Card, ChargeResult, Processor
@@ -231,6 +233,26 @@ def checkout_page(session: Session, session_id: str, now: datetime) -> PayPage:
         test_mode=record.environment == "test",
         success_url=record.success_url,
         cancel_url=record.cancel_url,
+    )
+
+
+def payment_link_page(session: Session, link_id: str) -> PayPage:
+    """What a payment link's landing page shows. A reader: a visit (robots,
+    prefetches, people who never pay) writes nothing; the order and checkout
+    session are opened only when the buyer submits the page
+    (payment_links.open_link)."""
+    link = session.get(PaymentLinkRecord, link_id)
+    if link is None:
+        raise not_found("payment_link", link_id)
+    return PayPage(
+        id=link.id,
+        state="payable" if link.active else "closed",
+        merchant_name=_merchant_name(session, link.merchant_id),
+        line_items=link.line_items,
+        currency=link.currency,
+        amount_total=total_of(link.line_items),
+        test_mode=link.environment == "test",
+        success_url=link.success_url,
     )
 
 

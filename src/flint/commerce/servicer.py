@@ -439,6 +439,12 @@ class PayServicer(pay_grpc.PayServiceServicer):
         )
         return pay_result_pb(outcome)
 
+    def GetPaymentLinkPage(
+        self, request: pay_pb.GetPaymentLinkPageRequest, context: Any
+    ) -> pay_pb.PayPage:
+        with self._db.read() as session:
+            return pay_page_pb(payments.payment_link_page(session, request.id))
+
     def OpenPaymentLink(
         self, request: pay_pb.OpenPaymentLinkRequest, context: Any
     ) -> pay_pb.PayPage:

@@ -25,6 +25,7 @@ PREFIXES = frozenset(
         "att",  # a payment attempt
         "aur",  # app usage record
         "ain",  # app invoice (the platform billing a merchant for an app)
+        "dev",  # a browser trusted to sign in to one merchant account
     }
 )
 

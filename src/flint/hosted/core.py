@@ -113,10 +113,15 @@ class Core:
         request: RequestT,
         *,
         request_id: str = "",
+        idempotency_key: str = "",
     ) -> ResponseT:
         """Calls the core with the hosted app's own internal key."""
         return await self.call(
-            method, request, credential=self._internal_key, request_id=request_id
+            method,
+            request,
+            credential=self._internal_key,
+            request_id=request_id,
+            idempotency_key=idempotency_key,
         )
 
     async def call(
@@ -126,12 +131,16 @@ class Core:
         *,
         credential: str,
         request_id: str = "",
+        idempotency_key: str = "",
     ) -> ResponseT:
         """Calls the core with `credential` (a merchant session token, or the
-        internal key); raises CoreError on failure."""
+        internal key), and with `idempotency_key` when the call must change
+        things at most once; raises CoreError on failure."""
         metadata: list[tuple[str, str]] = [("authorization", f"Bearer {credential}")]
         if request_id:
             metadata.append(("x-request-id", request_id))
+        if idempotency_key:
+            metadata.append(("idempotency-key", idempotency_key))
         try:
             response: Any = await method(request, metadata=metadata, timeout=self._timeout)
         except grpc.RpcError as error:

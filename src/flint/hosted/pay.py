@@ -269,7 +269,7 @@ def due_date_text(value: str) -> str:
         return value
 
 
-def _page_context(page: pay_pb.PayPage) -> dict[str, Any]:
+def page_context(page: pay_pb.PayPage) -> dict[str, Any]:
     return {
         "merchant_name": page.merchant_name,
         "items": _items(page),
@@ -297,7 +297,7 @@ def _form_page(
         request,
         "pay.html",
         {
-            **_page_context(page),
+            **page_context(page),
             "action": kind.url(object_id),
             "card_hint": True,
             "cancel_url": web_url(page.cancel_url),
@@ -313,7 +313,7 @@ def _form_page(
 
 def _settled_page(request: Request, kind: PageKind, page: pay_pb.PayPage) -> HTMLResponse:
     """Paid (200), expired (410) or closed (410)."""
-    context = _page_context(page)
+    context = page_context(page)
     merchant = page.merchant_name or "the seller"
     what = f"Invoice {page.invoice_number}" if page.invoice_number else f"This {kind.name}"
     if page.state == pay_pb.PAY_PAGE_STATE_PAID:

@@ -7,6 +7,12 @@ is an HMAC of that cookie and the session token. A token is therefore valid
 only in the browser, and for the session, it was rendered for; signing in or
 out changes the session and retires every older form.
 
+The device cookie holds the core's `fdv_…` device token, given at a
+successful sign-in and bound by the core to that merchant account: sent back
+at the next sign-in, it lets this browser sign in while the account is
+throttled for other addresses (OWASP's device cookie). HttpOnly, SameSite
+strict (only the same-site sign-in form needs it), Secure over https.
+
 With Secure cookies the names carry the `__Host-` prefix, so a sibling
 subdomain cannot plant either cookie (cookie tossing)."""
 
@@ -25,6 +31,9 @@ from starlette.responses import Response
 
 CSRF_FIELD = "csrf_token"
 CSRF_MAX_AGE_SECONDS = 2 * 60 * 60
+# As long as the core trusts an unused device (accounts.service.DEVICE_TTL).
+DEVICE_MAX_AGE_SECONDS = 90 * 24 * 60 * 60
+MAX_DEVICE_TOKEN_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class Sessions:
         prefix = "__Host-" if secure else ""
         self.session_cookie = f"{prefix}flint_session"
         self.csrf_cookie = f"{prefix}flint_csrf"
+        self.device_cookie = f"{prefix}flint_device"
         self._session_serializer = URLSafeSerializer(secret_key, salt="flint.hosted.session")
         self._csrf_serializer = URLSafeTimedSerializer(secret_key, salt="flint.hosted.csrf")
 
@@ -68,6 +78,25 @@ class Sessions:
     def sign_out(self, response: Response) -> None:
         response.delete_cookie(
             self.session_cookie, path="/", secure=self._secure, httponly=True, samesite="lax"
+        )
+
+    # --- device cookie ----------------------------------------------------------
+
+    def device_token(self, request: Request) -> str:
+        """The device token this browser holds, "" for none. The core checks it
+        (hash, account, expiry): the cookie itself needs no signature."""
+        token = request.cookies.get(self.device_cookie, "")
+        return token if 0 < len(token) <= MAX_DEVICE_TOKEN_LENGTH else ""
+
+    def remember_device(self, response: Response, token: str) -> None:
+        response.set_cookie(
+            self.device_cookie,
+            token,
+            max_age=DEVICE_MAX_AGE_SECONDS,
+            path="/",
+            secure=self._secure,
+            httponly=True,
+            samesite="strict",
         )
 
     # --- CSRF -------------------------------------------------------------------

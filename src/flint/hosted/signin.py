@@ -1,4 +1,10 @@
-"""Merchant sign-in and sign-out on the hosted pages."""
+"""Merchant sign-in and sign-out on the hosted pages.
+
+The core throttles sign-ins per (email, client address), per client address
+and per trusted device (accounts/signin_throttle.py). This app tells it where
+the browser is (security.client_ip: the X-Forwarded-For entry Envoy appended)
+and which device it is (the device cookie, see sessions.py), and keeps the new
+device token the core hands out at a successful sign-in."""
 
 from __future__ import annotations
 
@@ -76,6 +82,7 @@ async def signin(request: Request) -> Response:
                 email=email,
                 password=password,
                 client_ip=client_ip(request, state.settings.forwarded_hops),
+                device_token=state.sessions.device_token(request),
             ),
             request_id=request_id(request),
         )
@@ -88,6 +95,8 @@ async def signin(request: Request) -> Response:
         MerchantSession(session.token, session.merchant_name),
         session.expire_time.ToDatetime(tzinfo=UTC),
     )
+    if session.device_token:
+        state.sessions.remember_device(response, session.device_token)
     return response
 
 
@@ -95,15 +104,11 @@ def _signin_failed(request: Request, error: CoreError, *, next_path: str, email:
     log_fields(request).update(reason=error.reason or error.code.name)
     if error.reason == "RATE_LIMITED" or error.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         retry_after = _retry_after(error.metadata.get("retry_after_seconds", ""))
-        minutes = max(1, -(-retry_after // 60))
         return _signin_form(
             request,
             next_path=next_path,
             email=email,
-            error=(
-                "Too many sign-in attempts. "
-                f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
-            ),
+            error=f"Too many sign-in attempts. Try again in {_wait_text(retry_after)}.",
             status_code=429,
             headers={"retry-after": str(retry_after)},
         )
@@ -114,6 +119,15 @@ def _signin_failed(request: Request, error: CoreError, *, next_path: str, email:
             request, next_path=next_path, email=email, error=BAD_CREDENTIALS, status_code=401
         )
     return core_failure_page(request, error)
+
+
+def _wait_text(seconds: int) -> str:
+    """ "40 seconds", "1 minute", "15 minutes": the throttle's delays grow from
+    seconds to minutes."""
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = -(-seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def _retry_after(value: str) -> int:

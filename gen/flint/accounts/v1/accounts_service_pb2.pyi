@@ -384,20 +384,27 @@ class CreateMerchantSessionRequest(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     PASSWORD_FIELD_NUMBER: _builtins.int
     CLIENT_IP_FIELD_NUMBER: _builtins.int
+    DEVICE_TOKEN_FIELD_NUMBER: _builtins.int
     email: _builtins.str
     password: _builtins.str
     client_ip: _builtins.str
     """The browser's address, for rate limiting."""
+    device_token: _builtins.str
+    """The device token this browser received at an earlier successful sign-in
+    to this account (`fdv_…`), if any. A valid one lets the browser sign in
+    while the account is throttled for other addresses.
+    """
     def __init__(
         self,
         *,
         email: _builtins.str = ...,
         password: _builtins.str = ...,
         client_ip: _builtins.str = ...,
+        device_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "email", b"email", "password", b"password"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_ip", b"client_ip", "device_token", b"device_token", "email", b"email", "password", b"password"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -413,12 +420,18 @@ class MerchantSession(_message.Message):
     MERCHANT_ID_FIELD_NUMBER: _builtins.int
     MERCHANT_NAME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    DEVICE_TOKEN_FIELD_NUMBER: _builtins.int
     token: _builtins.str
     """Bearer token for the hosted web app's calls on the merchant's behalf
     (`fms_…`). Returned once; stored only as a hash.
     """
     merchant_id: _builtins.str
     merchant_name: _builtins.str
+    device_token: _builtins.str
+    """A new device token (`fdv_…`) for the browser to keep in a cookie and send
+    back at its next sign-in; empty when the request's device token was valid
+    and stays in use. Returned once; stored only as a hash.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -428,10 +441,11 @@ class MerchantSession(_message.Message):
         merchant_id: _builtins.str = ...,
         merchant_name: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        device_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_token", b"device_token", "expire_time", b"expire_time", "merchant_id", b"merchant_id", "merchant_name", b"merchant_name", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

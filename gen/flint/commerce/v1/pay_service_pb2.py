@@ -28,7 +28,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#flint/commerce/v1/pay_service.proto\x12\x11\x66lint.commerce.v1\x1a!flint/commerce/v1/resources.proto\x1a\x1d\x66lint/options/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x9b\x02\n\x07PayPage\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.flint.commerce.v1.PayPageState\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12/\n\nline_items\x18\x04 \x03(\x0b\x32\x1b.flint.commerce.v1.LineItem\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_total\x18\x06 \x01(\x03\x12\x11\n\ttest_mode\x18\x07 \x01(\x08\x12\x13\n\x0bsuccess_url\x18\x08 \x01(\t\x12\x12\n\ncancel_url\x18\t \x01(\t\x12\x16\n\x0einvoice_number\x18\n \x01(\t\x12\x10\n\x08\x64ue_date\x18\x0b \x01(\t\"g\n\x0b\x43\x61rdDetails\x12\x14\n\x06number\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\texp_month\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65xp_year\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x11\n\x03\x63vc\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"*\n\x16GetCheckoutPageRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"a\n\x19PayCheckoutSessionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x1e.flint.commerce.v1.CardDetailsB\x04\xe2\x41\x01\x02\"*\n\x16OpenPaymentLinkRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x15GetInvoicePageRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x11PayInvoiceRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x1e.flint.commerce.v1.CardDetailsB\x04\xe2\x41\x01\x02\"o\n\tPayResult\x12\x11\n\tsucceeded\x18\x01 \x01(\x08\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x63line_code\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x14\n\x0credirect_url\x18\x05 \x01(\t*\x9a\x01\n\x0cPayPageState\x12\x1e\n\x1aPAY_PAGE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAY_PAGE_STATE_PAYABLE\x10\x01\x12\x17\n\x13PAY_PAGE_STATE_PAID\x10\x02\x12\x1a\n\x16PAY_PAGE_STATE_EXPIRED\x10\x03\x12\x19\n\x15PAY_PAGE_STATE_CLOSED\x10\x04\x32\x9f\x05\n\nPayService\x12~\n\x0fGetCheckoutPage\x12).flint.commerce.v1.GetCheckoutPageRequest\x1a\x1a.flint.commerce.v1.PayPage\"$\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/pay/checkout/{id}\x12\x8d\x01\n\x12PayCheckoutSession\x12,.flint.commerce.v1.PayCheckoutSessionRequest\x1a\x1c.flint.commerce.v1.PayResult\"+\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/pay/checkout/{id}:pay:\x01*\x12\x83\x01\n\x0fOpenPaymentLink\x12).flint.commerce.v1.OpenPaymentLinkRequest\x1a\x1a.flint.commerce.v1.PayPage\")\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/pay/links/{id}:open:\x01*\x12|\n\x0eGetInvoicePage\x12(.flint.commerce.v1.GetInvoicePageRequest\x1a\x1a.flint.commerce.v1.PayPage\"$\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/pay/invoices/{id}\x12}\n\nPayInvoice\x12$.flint.commerce.v1.PayInvoiceRequest\x1a\x1c.flint.commerce.v1.PayResult\"+\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/pay/invoices/{id}:pay:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#flint/commerce/v1/pay_service.proto\x12\x11\x66lint.commerce.v1\x1a!flint/commerce/v1/resources.proto\x1a\x1d\x66lint/options/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x9b\x02\n\x07PayPage\x12\n\n\x02id\x18\x01 \x01(\t\x12.\n\x05state\x18\x02 \x01(\x0e\x32\x1f.flint.commerce.v1.PayPageState\x12\x15\n\rmerchant_name\x18\x03 \x01(\t\x12/\n\nline_items\x18\x04 \x03(\x0b\x32\x1b.flint.commerce.v1.LineItem\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_total\x18\x06 \x01(\x03\x12\x11\n\ttest_mode\x18\x07 \x01(\x08\x12\x13\n\x0bsuccess_url\x18\x08 \x01(\t\x12\x12\n\ncancel_url\x18\t \x01(\t\x12\x16\n\x0einvoice_number\x18\n \x01(\t\x12\x10\n\x08\x64ue_date\x18\x0b \x01(\t\"g\n\x0b\x43\x61rdDetails\x12\x14\n\x06number\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\texp_month\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x16\n\x08\x65xp_year\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x11\n\x03\x63vc\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"*\n\x16GetCheckoutPageRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"a\n\x19PayCheckoutSessionRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x1e.flint.commerce.v1.CardDetailsB\x04\xe2\x41\x01\x02\"-\n\x19GetPaymentLinkPageRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"*\n\x16OpenPaymentLinkRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x15GetInvoicePageRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Y\n\x11PayInvoiceRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x32\n\x04\x63\x61rd\x18\x02 \x01(\x0b\x32\x1e.flint.commerce.v1.CardDetailsB\x04\xe2\x41\x01\x02\"o\n\tPayResult\x12\x11\n\tsucceeded\x18\x01 \x01(\x08\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64\x65\x63line_code\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x14\n\x0credirect_url\x18\x05 \x01(\t*\x9a\x01\n\x0cPayPageState\x12\x1e\n\x1aPAY_PAGE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAY_PAGE_STATE_PAYABLE\x10\x01\x12\x17\n\x13PAY_PAGE_STATE_PAID\x10\x02\x12\x1a\n\x16PAY_PAGE_STATE_EXPIRED\x10\x03\x12\x19\n\x15PAY_PAGE_STATE_CLOSED\x10\x04\x32\xa3\x06\n\nPayService\x12~\n\x0fGetCheckoutPage\x12).flint.commerce.v1.GetCheckoutPageRequest\x1a\x1a.flint.commerce.v1.PayPage\"$\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/pay/checkout/{id}\x12\x8d\x01\n\x12PayCheckoutSession\x12,.flint.commerce.v1.PayCheckoutSessionRequest\x1a\x1c.flint.commerce.v1.PayResult\"+\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/pay/checkout/{id}:pay:\x01*\x12\x81\x01\n\x12GetPaymentLinkPage\x12,.flint.commerce.v1.GetPaymentLinkPageRequest\x1a\x1a.flint.commerce.v1.PayPage\"!\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/pay/links/{id}\x12\x83\x01\n\x0fOpenPaymentLink\x12).flint.commerce.v1.OpenPaymentLinkRequest\x1a\x1a.flint.commerce.v1.PayPage\")\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/pay/links/{id}:open:\x01*\x12|\n\x0eGetInvoicePage\x12(.flint.commerce.v1.GetInvoicePageRequest\x1a\x1a.flint.commerce.v1.PayPage\"$\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/pay/invoices/{id}\x12}\n\nPayInvoice\x12$.flint.commerce.v1.PayInvoiceRequest\x1a\x1c.flint.commerce.v1.PayResult\"+\xca\xf3\x18\x03\n\x01\x05\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/pay/invoices/{id}:pay:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,6 +49,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYCHECKOUTSESSIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_PAYCHECKOUTSESSIONREQUEST'].fields_by_name['card']._loaded_options = None
   _globals['_PAYCHECKOUTSESSIONREQUEST'].fields_by_name['card']._serialized_options = b'\342A\001\002'
+  _globals['_GETPAYMENTLINKPAGEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETPAYMENTLINKPAGEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_OPENPAYMENTLINKREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_OPENPAYMENTLINKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_GETINVOICEPAGEREQUEST'].fields_by_name['id']._loaded_options = None
@@ -61,14 +63,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYSERVICE'].methods_by_name['GetCheckoutPage']._serialized_options = b'\312\363\030\003\n\001\005\202\323\344\223\002\027\022\025/v1/pay/checkout/{id}'
   _globals['_PAYSERVICE'].methods_by_name['PayCheckoutSession']._loaded_options = None
   _globals['_PAYSERVICE'].methods_by_name['PayCheckoutSession']._serialized_options = b'\312\363\030\003\n\001\005\202\323\344\223\002\036\"\031/v1/pay/checkout/{id}:pay:\001*'
+  _globals['_PAYSERVICE'].methods_by_name['GetPaymentLinkPage']._loaded_options = None
+  _globals['_PAYSERVICE'].methods_by_name['GetPaymentLinkPage']._serialized_options = b'\312\363\030\003\n\001\005\202\323\344\223\002\024\022\022/v1/pay/links/{id}'
   _globals['_PAYSERVICE'].methods_by_name['OpenPaymentLink']._loaded_options = None
   _globals['_PAYSERVICE'].methods_by_name['OpenPaymentLink']._serialized_options = b'\312\363\030\003\n\001\005\202\323\344\223\002\034\"\027/v1/pay/links/{id}:open:\001*'
   _globals['_PAYSERVICE'].methods_by_name['GetInvoicePage']._loaded_options = None
   _globals['_PAYSERVICE'].methods_by_name['GetInvoicePage']._serialized_options = b'\312\363\030\003\n\001\005\202\323\344\223\002\027\022\025/v1/pay/invoices/{id}'
   _globals['_PAYSERVICE'].methods_by_name['PayInvoice']._loaded_options = None
   _globals['_PAYSERVICE'].methods_by_name['PayInvoice']._serialized_options = b'\312\363\030\003\n\001\005\202\323\344\223\002\036\"\031/v1/pay/invoices/{id}:pay:\001*'
-  _globals['_PAYPAGESTATE']._serialized_start=1013
-  _globals['_PAYPAGESTATE']._serialized_end=1167
+  _globals['_PAYPAGESTATE']._serialized_start=1060
+  _globals['_PAYPAGESTATE']._serialized_end=1214
   _globals['_PAYPAGE']._serialized_start=188
   _globals['_PAYPAGE']._serialized_end=471
   _globals['_CARDDETAILS']._serialized_start=473
@@ -77,14 +81,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCHECKOUTPAGEREQUEST']._serialized_end=620
   _globals['_PAYCHECKOUTSESSIONREQUEST']._serialized_start=622
   _globals['_PAYCHECKOUTSESSIONREQUEST']._serialized_end=719
-  _globals['_OPENPAYMENTLINKREQUEST']._serialized_start=721
-  _globals['_OPENPAYMENTLINKREQUEST']._serialized_end=763
-  _globals['_GETINVOICEPAGEREQUEST']._serialized_start=765
-  _globals['_GETINVOICEPAGEREQUEST']._serialized_end=806
-  _globals['_PAYINVOICEREQUEST']._serialized_start=808
-  _globals['_PAYINVOICEREQUEST']._serialized_end=897
-  _globals['_PAYRESULT']._serialized_start=899
-  _globals['_PAYRESULT']._serialized_end=1010
-  _globals['_PAYSERVICE']._serialized_start=1170
-  _globals['_PAYSERVICE']._serialized_end=1841
+  _globals['_GETPAYMENTLINKPAGEREQUEST']._serialized_start=721
+  _globals['_GETPAYMENTLINKPAGEREQUEST']._serialized_end=766
+  _globals['_OPENPAYMENTLINKREQUEST']._serialized_start=768
+  _globals['_OPENPAYMENTLINKREQUEST']._serialized_end=810
+  _globals['_GETINVOICEPAGEREQUEST']._serialized_start=812
+  _globals['_GETINVOICEPAGEREQUEST']._serialized_end=853
+  _globals['_PAYINVOICEREQUEST']._serialized_start=855
+  _globals['_PAYINVOICEREQUEST']._serialized_end=944
+  _globals['_PAYRESULT']._serialized_start=946
+  _globals['_PAYRESULT']._serialized_end=1057
+  _globals['_PAYSERVICE']._serialized_start=1217
+  _globals['_PAYSERVICE']._serialized_end=2020
 # @@protoc_insertion_point(module_scope)

@@ -169,6 +169,25 @@ class PayCheckoutSessionRequest(_message.Message):
 Global___PayCheckoutSessionRequest: _TypeAlias = PayCheckoutSessionRequest  # noqa: Y015
 
 @_typing.final
+class GetPaymentLinkPageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentLinkPageRequest: _TypeAlias = GetPaymentLinkPageRequest  # noqa: Y015
+
+@_typing.final
 class OpenPaymentLinkRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -47,6 +47,11 @@ class PayServiceStub:
                 request_serializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayCheckoutSessionRequest.SerializeToString,
                 response_deserializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayResult.FromString,
                 _registered_method=True)
+        self.GetPaymentLinkPage = channel.unary_unary(
+                '/flint.commerce.v1.PayService/GetPaymentLinkPage',
+                request_serializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.GetPaymentLinkPageRequest.SerializeToString,
+                response_deserializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayPage.FromString,
+                _registered_method=True)
         self.OpenPaymentLink = channel.unary_unary(
                 '/flint.commerce.v1.PayService/OpenPaymentLink',
                 request_serializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.OpenPaymentLinkRequest.SerializeToString,
@@ -84,8 +89,19 @@ class PayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPaymentLinkPage(self, request, context):
+        """What a payment link's landing page shows (its products, total and
+        merchant), read-only: a visit writes nothing. `id` of the answer is the
+        link's id; an inactive link is PAY_PAGE_STATE_CLOSED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def OpenPaymentLink(self, request, context):
-        """A visit to a payment link: a fresh order and checkout session.
+        """The buyer chose to pay through a payment link: a fresh order and checkout
+        session. Send an `idempotency-key` per landing-page form, so a double
+        submit opens one session, not two.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,6 +131,11 @@ def add_PayServiceServicer_to_server(servicer, server):
                     servicer.PayCheckoutSession,
                     request_deserializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayCheckoutSessionRequest.FromString,
                     response_serializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayResult.SerializeToString,
+            ),
+            'GetPaymentLinkPage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPaymentLinkPage,
+                    request_deserializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.GetPaymentLinkPageRequest.FromString,
+                    response_serializer=flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayPage.SerializeToString,
             ),
             'OpenPaymentLink': grpc.unary_unary_rpc_method_handler(
                     servicer.OpenPaymentLink,
@@ -189,6 +210,33 @@ class PayService:
             '/flint.commerce.v1.PayService/PayCheckoutSession',
             flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayCheckoutSessionRequest.SerializeToString,
             flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPaymentLinkPage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flint.commerce.v1.PayService/GetPaymentLinkPage',
+            flint_dot_commerce_dot_v1_dot_pay__service__pb2.GetPaymentLinkPageRequest.SerializeToString,
+            flint_dot_commerce_dot_v1_dot_pay__service__pb2.PayPage.FromString,
             options,
             channel_credentials,
             insecure,

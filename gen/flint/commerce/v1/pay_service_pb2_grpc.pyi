@@ -41,8 +41,16 @@ class PayServiceStub:
     """Pays an open session with a card. A session is paid at most once, even
     with concurrent submissions. A decline leaves it open for another try.
     """
+    GetPaymentLinkPage: _grpc.UnaryUnaryMultiCallable[_pay_service_pb2.GetPaymentLinkPageRequest, _pay_service_pb2.PayPage]
+    """What a payment link's landing page shows (its products, total and
+    merchant), read-only: a visit writes nothing. `id` of the answer is the
+    link's id; an inactive link is PAY_PAGE_STATE_CLOSED.
+    """
     OpenPaymentLink: _grpc.UnaryUnaryMultiCallable[_pay_service_pb2.OpenPaymentLinkRequest, _pay_service_pb2.PayPage]
-    """A visit to a payment link: a fresh order and checkout session."""
+    """The buyer chose to pay through a payment link: a fresh order and checkout
+    session. Send an `idempotency-key` per landing-page form, so a double
+    submit opens one session, not two.
+    """
     GetInvoicePage: _grpc.UnaryUnaryMultiCallable[_pay_service_pb2.GetInvoicePageRequest, _pay_service_pb2.PayPage]
     PayInvoice: _grpc.UnaryUnaryMultiCallable[_pay_service_pb2.PayInvoiceRequest, _pay_service_pb2.PayResult]
 
@@ -59,8 +67,16 @@ class PayServiceAsyncStub(PayServiceStub):
     """Pays an open session with a card. A session is paid at most once, even
     with concurrent submissions. A decline leaves it open for another try.
     """
+    GetPaymentLinkPage: _aio.UnaryUnaryMultiCallable[_pay_service_pb2.GetPaymentLinkPageRequest, _pay_service_pb2.PayPage]  # type: ignore[assignment]
+    """What a payment link's landing page shows (its products, total and
+    merchant), read-only: a visit writes nothing. `id` of the answer is the
+    link's id; an inactive link is PAY_PAGE_STATE_CLOSED.
+    """
     OpenPaymentLink: _aio.UnaryUnaryMultiCallable[_pay_service_pb2.OpenPaymentLinkRequest, _pay_service_pb2.PayPage]  # type: ignore[assignment]
-    """A visit to a payment link: a fresh order and checkout session."""
+    """The buyer chose to pay through a payment link: a fresh order and checkout
+    session. Send an `idempotency-key` per landing-page form, so a double
+    submit opens one session, not two.
+    """
     GetInvoicePage: _aio.UnaryUnaryMultiCallable[_pay_service_pb2.GetInvoicePageRequest, _pay_service_pb2.PayPage]  # type: ignore[assignment]
     PayInvoice: _aio.UnaryUnaryMultiCallable[_pay_service_pb2.PayInvoiceRequest, _pay_service_pb2.PayResult]  # type: ignore[assignment]
 
@@ -88,12 +104,26 @@ class PayServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def GetPaymentLinkPage(
+        self,
+        request: _pay_service_pb2.GetPaymentLinkPageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_pay_service_pb2.PayPage, _abc.Awaitable[_pay_service_pb2.PayPage]]:
+        """What a payment link's landing page shows (its products, total and
+        merchant), read-only: a visit writes nothing. `id` of the answer is the
+        link's id; an inactive link is PAY_PAGE_STATE_CLOSED.
+        """
+
+    @_abc_1.abstractmethod
     def OpenPaymentLink(
         self,
         request: _pay_service_pb2.OpenPaymentLinkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pay_service_pb2.PayPage, _abc.Awaitable[_pay_service_pb2.PayPage]]:
-        """A visit to a payment link: a fresh order and checkout session."""
+        """The buyer chose to pay through a payment link: a fresh order and checkout
+        session. Send an `idempotency-key` per landing-page form, so a double
+        submit opens one session, not two.
+        """
 
     @_abc_1.abstractmethod
     def GetInvoicePage(
