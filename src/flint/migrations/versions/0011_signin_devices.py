@@ -3,7 +3,7 @@ account before keeps a device token) and the device of each attempt. Existing
 attempts had no device ("").
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-08
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from flint.common.db import UTCDateTime
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
