@@ -434,3 +434,14 @@ def test_jwks_when_the_core_is_down_is_503_and_not_cached(client: TestClient) ->
     response = client.get("/.well-known/jwks.json")
     assert response.status_code == 503
     assert response.headers["cache-control"] == "no-store"
+
+
+def test_token_request_with_a_nul_character_is_invalid_request(world: World) -> None:
+    # The core refuses NUL in any string; the token endpoint answers it as RFC 6749 says.
+    response = world.browser.post(
+        "/oauth/token",
+        data={**code_grant(world), "redirect_uri": REDIRECT_URI + "\x00"},
+        headers=good_basic(world),
+    )
+    _assert_oauth_error(response, 400, "invalid_request")
+    assert "NUL" in response.json()["error_description"]
