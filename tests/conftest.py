@@ -108,14 +108,17 @@ class Process:
         return self.log_path.read_text()
 
 
-def start_grpc_server(database_url: str, log_dir: Path, *extra: str) -> tuple[Process, int]:
-    """`flint serve` on a free port; returns the process and its port."""
+def start_grpc_server(
+    database_url: str, log_dir: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[Process, int]:
+    """`flint serve` on a free port (with `env` added to its environment);
+    returns the process and its port."""
     port = free_port()
     log_path = log_dir / f"grpc-{port}.log"
     with log_path.open("w") as log:
         popen = subprocess.Popen(
             [sys.executable, "-m", "flint", "serve", "--port", str(port), *extra],
-            env=flint_env(database_url),
+            env={**flint_env(database_url), **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -180,6 +183,27 @@ def grpc_server(
 @pytest.fixture(scope="session")
 def channel(grpc_server: int) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{grpc_server}") as chan:
+        yield chan
+
+
+@pytest.fixture(scope="session")
+def live_grpc_server(
+    db: Database, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[int]:
+    """A second server on the session database with a live-capable acquirer
+    double (tests/live_acquirer.py), for tests that pay in live mode."""
+    process, port = start_grpc_server(
+        database_url,
+        tmp_path_factory.mktemp("live-logs"),
+        env={"FLINT_ACQUIRER": "tests.live_acquirer:live_test_acquirer"},
+    )
+    yield port
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def live_channel(live_grpc_server: int) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{live_grpc_server}") as chan:
         yield chan
 
 

@@ -20,8 +20,6 @@ from sqlalchemy.exc import OperationalError
 from flint import envoy
 from flint.accounts import service
 from flint.billing import cycles
-from flint.billing.vault import TestVault
-from flint.commerce.processor import TestProcessor
 from flint.common import jobs, logs
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.config import Settings
@@ -36,6 +34,7 @@ from flint.hosted.settings import SettingsError
 from flint.installs import signing
 from flint.listen import DEFAULT_STATE_DIR, ListenOptions, run_listen
 from flint.migrations import migrate
+from flint.server.acquirer import acquirer_from_env
 from flint.server.app import serve
 from flint.supervisor import LayoutError, replica_ports, run_stack
 from flint.webhooks import retry
@@ -412,7 +411,8 @@ def _add_jobs_parser(admin_commands: argparse._SubParsersAction[argparse.Argumen
 def cmd_billing_run_cycles(args: argparse.Namespace) -> int:
     db = _database()
     migrate(db)
-    result = cycles.run_cycles(db, TestVault(TestProcessor()), args.now)
+    # The vault of the acquirer FLINT_ACQUIRER names, as the server's runs use.
+    result = cycles.run_cycles(db, acquirer_from_env().vault, args.now)
     data = result.as_dict()
     _emit(args, data, [f"{name}: {count}" for name, count in data.items()])
     return 0

@@ -21,8 +21,10 @@ from flint.installs.v1 import installs_service_pb2 as installs_pb
 from tests.billing.support import RETURN_URL, BillingWorld, billing_world
 from tests.conftest import MerchantCreds, PartnerCreds, bearer
 from tests.errors import grpc_error
+from tests.live_acquirer import LiveTestProcessor, LiveTestVault
 
 VAULT = TestVault(TestProcessor())
+LIVE_VAULT = LiveTestVault(LiveTestProcessor())
 
 
 @pytest.fixture
@@ -317,7 +319,7 @@ def _replace_basic_with_pro(
     with db.unit_of_work() as uow:
         uow.now = started + after
         new_id = charges.create_charge(uow, bw.caller, pro).id
-        charges.decide(uow, bw.world.merchant.id, new_id, approve=True)
+        charges.decide(uow, bw.world.merchant.id, new_id, approve=True, settles_live=True)
         uow.commit()
     with db.read() as session:
         new = session.get(AppChargeRecord, new_id)
@@ -429,13 +431,17 @@ def test_proration_rounds_down_to_the_minor_unit():
 def _live_world(
     channel: grpc.Channel, db: Database, partner: PartnerCreds, merchant: MerchantCreds
 ):  # type: ignore[no-untyped-def]
+    # Approving a live charge needs an acquirer: the server with the live double.
     return billing_world(channel, db, partner, merchant, environment="live")
 
 
 def test_live_invoice_is_paid_with_the_card_on_file(
-    channel: grpc.Channel, db: Database, new_partner: PartnerCreds, new_merchant: MerchantCreds
+    live_channel: grpc.Channel,
+    db: Database,
+    new_partner: PartnerCreds,
+    new_merchant: MerchantCreds,
 ):
-    live = _live_world(channel, db, new_partner, new_merchant)
+    live = _live_world(live_channel, db, new_partner, new_merchant)
     card = live.stub.SetBillingCard(
         pb.SetBillingCardRequest(number="4242424242424242", exp_month=12, exp_year=2034, cvc="123"),
         metadata=live.session,
@@ -444,16 +450,19 @@ def test_live_invoice_is_paid_with_the_card_on_file(
     charge = live.create(amount=1500)
     assert not charge.test
     view = live.decide(charge.id)
-    cycles.run_cycles(db, VAULT, _period_end(view.app_charge) + timedelta(seconds=1))
+    cycles.run_cycles(db, LIVE_VAULT, _period_end(view.app_charge) + timedelta(seconds=1))
     [invoice] = _invoices(db, live.app.id)
     assert (invoice.status, invoice.amount_paid) == ("paid", 1500)
     assert invoice.processor_reference.startswith("test_ch_")
 
 
 def test_failed_payment_retries_on_schedule_then_freezes_the_charge(
-    channel: grpc.Channel, db: Database, new_partner: PartnerCreds, new_merchant: MerchantCreds
+    live_channel: grpc.Channel,
+    db: Database,
+    new_partner: PartnerCreds,
+    new_merchant: MerchantCreds,
 ):
-    live = _live_world(channel, db, new_partner, new_merchant)
+    live = _live_world(live_channel, db, new_partner, new_merchant)
     live.stub.SetBillingCard(
         pb.SetBillingCardRequest(number="4000000000000002", exp_month=12, exp_year=2034, cvc="123"),
         metadata=live.session,
@@ -466,7 +475,7 @@ def test_failed_payment_retries_on_schedule_then_freezes_the_charge(
     )
     view = live.decide(charge.id)
     at = _period_end(view.app_charge) + timedelta(seconds=1)
-    cycles.run_cycles(db, VAULT, at)
+    cycles.run_cycles(db, LIVE_VAULT, at)
     [invoice] = _invoices(db, live.app.id)
     assert (invoice.status, invoice.attempt_count, invoice.decline_code) == (
         "open",
@@ -475,7 +484,7 @@ def test_failed_payment_retries_on_schedule_then_freezes_the_charge(
     )
     for delay in cycles.RETRY_SCHEDULE:
         at += delay
-        cycles.run_cycles(db, VAULT, at)
+        cycles.run_cycles(db, LIVE_VAULT, at)
     [invoice] = _invoices(db, live.app.id)
     assert (invoice.status, invoice.attempt_count) == ("uncollectible", 4)
     got = live.stub.GetAppCharge(pb.GetAppChargeRequest(id=charge.id), metadata=live.auth)
@@ -483,9 +492,12 @@ def test_failed_payment_retries_on_schedule_then_freezes_the_charge(
 
 
 def test_live_replacement_invoice_is_collected_by_the_next_run(
-    channel: grpc.Channel, db: Database, new_partner: PartnerCreds, new_merchant: MerchantCreds
+    live_channel: grpc.Channel,
+    db: Database,
+    new_partner: PartnerCreds,
+    new_merchant: MerchantCreds,
 ):
-    live = _live_world(channel, db, new_partner, new_merchant)
+    live = _live_world(live_channel, db, new_partner, new_merchant)
     live.stub.SetBillingCard(
         pb.SetBillingCardRequest(number="4242424242424242", exp_month=12, exp_year=2034, cvc="123"),
         metadata=live.session,
@@ -495,10 +507,51 @@ def test_live_replacement_invoice_is_collected_by_the_next_run(
     assert (basic.status, basic.total, basic.amount_paid) == ("open", 3000, 0)
     assert basic.lines[0]["app_charge_id"] == old.id
     assert new.activated_at is not None
-    cycles.run_cycles(db, VAULT, new.activated_at + timedelta(seconds=1))
+    cycles.run_cycles(db, LIVE_VAULT, new.activated_at + timedelta(seconds=1))
     [basic] = _invoices(db, live.app.id)
     assert (basic.status, basic.amount_paid) == ("paid", 3000)
     assert basic.processor_reference.startswith("test_ch_")
+
+
+def test_approving_a_live_charge_without_an_acquirer_is_refused(
+    channel: grpc.Channel, db: Database, new_partner: PartnerCreds, new_merchant: MerchantCreds
+):
+    live = _live_world(channel, db, new_partner, new_merchant)
+    charge = live.create(amount=1500)
+    with pytest.raises(grpc.RpcError) as caught:
+        live.decide(charge.id)
+    error = grpc_error(caught.value)
+    assert (error.code, error.reason) == ("FAILED_PRECONDITION", "LIVE_PAYMENTS_NOT_CONFIGURED")
+    got = live.stub.GetAppCharge(pb.GetAppChargeRequest(id=charge.id), metadata=live.auth)
+    assert got.status == pb.APP_CHARGE_STATUS_PENDING
+    # Declining needs no acquirer.
+    assert live.decide(charge.id, approve=False).app_charge.status == (
+        pb.APP_CHARGE_STATUS_DECLINED
+    )
+
+
+def test_live_invoice_is_not_collected_through_the_test_vault(
+    live_channel: grpc.Channel,
+    db: Database,
+    new_partner: PartnerCreds,
+    new_merchant: MerchantCreds,
+):
+    # A live charge approved while an acquirer was configured, billed by a run
+    # without one: the test card on file is not taken as live money.
+    live = _live_world(live_channel, db, new_partner, new_merchant)
+    live.stub.SetBillingCard(
+        pb.SetBillingCardRequest(number="4242424242424242", exp_month=12, exp_year=2034, cvc="123"),
+        metadata=live.session,
+    )
+    view = live.decide(live.create(amount=1500).id)
+    cycles.run_cycles(db, VAULT, _period_end(view.app_charge) + timedelta(seconds=1))
+    [invoice] = _invoices(db, live.app.id)
+    assert (invoice.status, invoice.amount_paid, invoice.decline_code) == (
+        "open",
+        0,
+        "live_payments_not_configured",
+    )
+    assert invoice.processor_reference == ""
 
 
 # --- freezing -------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ def test_metadata_document_advertises_code_flow_with_s256_pkce(client: TestClien
     assert doc["token_endpoint_auth_methods_supported"] == [
         "client_secret_basic",
         "client_secret_post",
-        "none",
     ]
     assert doc["authorization_response_iss_parameter_supported"] is True
 

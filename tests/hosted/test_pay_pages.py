@@ -11,6 +11,7 @@ import secrets
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
@@ -214,9 +215,9 @@ def hosted_internal_key(db: Database) -> str:
     return internal_key(db)
 
 
-@pytest.fixture
-def shop(
-    grpc_server: int,
+@contextmanager
+def _shop(
+    port: int,
     channel: grpc.Channel,
     hosted_internal_key: str,
     accounts_stub: accounts_grpc.AccountsServiceStub,
@@ -234,7 +235,7 @@ def shop(
     )
     keys = {key.environment: key.secret for key in merchant.secret_keys}
     settings = HostedSettings(
-        grpc_target=f"127.0.0.1:{grpc_server}",
+        grpc_target=f"127.0.0.1:{port}",
         internal_key=hosted_internal_key,
         public_url="http://127.0.0.1:8080",
         secret_key=SECRET,
@@ -251,6 +252,33 @@ def shop(
             merchant.id,
             db,
         )
+
+
+@pytest.fixture
+def shop(
+    grpc_server: int,
+    channel: grpc.Channel,
+    hosted_internal_key: str,
+    accounts_stub: accounts_grpc.AccountsServiceStub,
+    admin_key: str,
+) -> Iterator[Shop]:
+    with _shop(grpc_server, channel, hosted_internal_key, accounts_stub, admin_key) as made:
+        yield made
+
+
+@pytest.fixture
+def acquired_shop(
+    live_grpc_server: int,
+    live_channel: grpc.Channel,
+    hosted_internal_key: str,
+    accounts_stub: accounts_grpc.AccountsServiceStub,
+    admin_key: str,
+) -> Iterator[Shop]:
+    """A shop whose core has a live-capable acquirer (the test double)."""
+    with _shop(
+        live_grpc_server, live_channel, hosted_internal_key, accounts_stub, admin_key
+    ) as made:
+        yield made
 
 
 # --- checkout page ---------------------------------------------------------------
@@ -304,12 +332,34 @@ def test_checkout_page_csp_lets_the_form_post_and_redirect_to_the_success_page(
     assert page.headers["x-robots-tag"] == "noindex, nofollow"
 
 
-def test_live_checkout_page_has_no_test_banner(shop: Shop) -> None:
-    session = shop.new_checkout(key=shop.live_key)
-    page = shop.browser.get(f"/pay/{session.id}")
+def test_live_checkout_page_has_no_test_banner(acquired_shop: Shop) -> None:
+    session = acquired_shop.new_checkout(key=acquired_shop.live_key)
+    page = acquired_shop.browser.get(f"/pay/{session.id}")
     assert page.status_code == 200, page.text
     assert "TEST MODE" not in page.text
     assert "Pay $25.00" in page.text
+
+
+def test_live_checkout_page_without_an_acquirer_says_so_instead_of_a_card_form(
+    shop: Shop,
+) -> None:
+    session = shop.new_checkout(key=shop.live_key)
+    page = shop.browser.get(f"/pay/{session.id}")
+    assert page.status_code == 503, page.text
+    assert "Live payments are not available" in page.text
+    assert 'name="card_number"' not in page.text
+    assert "Pay $25.00" not in page.text
+
+
+def test_live_checkout_post_without_an_acquirer_takes_no_payment(shop: Shop) -> None:
+    session = shop.new_checkout(key=shop.live_key)
+    response = shop.browser.post(
+        f"/pay/{session.id}",
+        data={"card_number": GOOD_CARD, "card_expiry": FUTURE, "card_cvc": CVC},
+    )
+    # Without a valid form token it is shown the page again, which says why.
+    assert response.status_code == 503, response.text
+    assert "Live payments are not available" in response.text
 
 
 def test_amounts_use_the_currency_decimals(shop: Shop) -> None:

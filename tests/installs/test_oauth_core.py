@@ -13,7 +13,7 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
@@ -25,7 +25,12 @@ from flint.common.auth import Principal, PrincipalKind
 from flint.common.errors import FlintError
 from flint.common.events import EventRecord
 from flint.installs import oauth
-from flint.installs.models import RefreshTokenRecord, SigningKeyRecord, TokenFamilyRecord
+from flint.installs.models import (
+    AuthCodeRecord,
+    RefreshTokenRecord,
+    SigningKeyRecord,
+    TokenFamilyRecord,
+)
 from flint.installs.v1 import installs_service_pb2 as pb
 from tests.conftest import bearer
 from tests.errors import grpc_error
@@ -443,14 +448,86 @@ def test_pkce_verifier_is_checked(world: OAuthWorld):
     assert world.exchange(code, code_verifier=verifier).access_token
 
 
-def test_client_without_secret_must_use_pkce(world: OAuthWorld):
-    code = world.approve().code
-    error = refused(lambda: world.exchange(code, client_secret=""))
-    assert oauth_error_of(error) == "invalid_client"
+def test_confidential_client_must_authenticate_even_with_pkce(world: OAuthWorld):
+    # Every registered app was issued a secret: PKCE proves who started the
+    # flow, not who the client is, so the secret is still required.
     verifier, challenge = pkce_pair()
     code = world.approve(code_challenge=challenge, code_challenge_method="S256").code
-    tokens = world.exchange(code, client_secret="", code_verifier=verifier)
-    assert tokens.access_token
+    error = refused(lambda: world.exchange(code, client_secret="", code_verifier=verifier))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert oauth_error_of(error) == "invalid_client"
+    assert "client secret" in grpc_error(error).message
+    # Without PKCE it is refused the same way.
+    code = world.approve().code
+    assert oauth_error_of(refused(lambda: world.exchange(code, client_secret=""))) == (
+        "invalid_client"
+    )
+
+
+def _burnt(world: OAuthWorld, code: str, **right: str) -> None:
+    """The rightful client's correct attempt after a failed one fails too."""
+    assert oauth_error_of(refused(lambda: world.exchange(code, **right))) == "invalid_grant"
+
+
+def test_wrong_code_verifier_burns_the_code(world: OAuthWorld):
+    verifier, challenge = pkce_pair()
+    code = world.approve(code_challenge=challenge, code_challenge_method="S256").code
+    wrong, _ = pkce_pair()
+    assert oauth_error_of(refused(lambda: world.exchange(code, code_verifier=wrong))) == (
+        "invalid_grant"
+    )
+    _burnt(world, code, code_verifier=verifier)
+
+
+def test_missing_code_verifier_burns_the_code(world: OAuthWorld):
+    verifier, challenge = pkce_pair()
+    code = world.approve(code_challenge=challenge, code_challenge_method="S256").code
+    assert oauth_error_of(refused(lambda: world.exchange(code))) == "invalid_grant"
+    _burnt(world, code, code_verifier=verifier)
+
+
+def test_code_presented_by_another_client_is_burnt(world: OAuthWorld):
+    other = world.new_app()
+    code = world.approve().code
+    error = refused(
+        lambda: world.exchange(code, client_id=other.client_id, client_secret=other.client_secret)
+    )
+    assert oauth_error_of(error) == "invalid_grant"
+    _burnt(world, code)
+
+
+def test_wrong_redirect_uri_burns_the_code(world: OAuthWorld):
+    code = world.approve().code
+    error = refused(lambda: world.exchange(code, redirect_uri="http://localhost:3000/callback"))
+    assert oauth_error_of(error) == "invalid_grant"
+    _burnt(world, code)
+
+
+def test_failed_client_authentication_burns_the_code(world: OAuthWorld):
+    code = world.approve().code
+    error = refused(lambda: world.exchange(code, client_secret="fcs_" + "x" * 40))
+    assert oauth_error_of(error) == "invalid_client"
+    _burnt(world, code)
+
+
+def test_missing_client_secret_burns_the_code(world: OAuthWorld):
+    verifier, challenge = pkce_pair()
+    code = world.approve(code_challenge=challenge, code_challenge_method="S256").code
+    error = refused(lambda: world.exchange(code, client_secret="", code_verifier=verifier))
+    assert oauth_error_of(error) == "invalid_client"
+    _burnt(world, code, code_verifier=verifier)
+
+
+def test_burnt_code_issues_no_tokens_and_a_good_code_still_works(world: OAuthWorld, db):
+    code = world.approve().code
+    refused(lambda: world.exchange(code, redirect_uri="http://localhost:3000/callback"))
+    _burnt(world, code)
+    with db.read() as session:
+        record = session.get(AuthCodeRecord, credentials.hash_secret(code))
+        assert record is not None
+        assert record.used_at is not None
+        assert record.family_id is None
+    assert world.install().access_token
 
 
 def test_unsupported_grant_type(world: OAuthWorld):
@@ -530,16 +607,33 @@ def test_replayed_refresh_token_without_the_secret_does_not_revoke_a_confidentia
     assert world.refresh(second.refresh_token).access_token
 
 
-def test_refresh_of_a_public_family_needs_only_the_client_id(world: OAuthWorld, db):
-    verifier, challenge = pkce_pair()
-    code = world.approve(code_challenge=challenge, code_challenge_method="S256").code
-    tokens = world.exchange(code, client_secret="", code_verifier=verifier)
-    assert not _family_authenticated(db, tokens.refresh_token)
-    second = world.refresh(tokens.refresh_token, client_secret="")
-    as_app(world, second.access_token)
-    # A refreshed family keeps what it was issued as.
-    assert not _family_authenticated(db, second.refresh_token)
-    assert world.refresh(second.refresh_token, client_secret="").access_token
+def test_refresh_of_a_family_issued_without_the_secret_needs_the_secret_now(world: OAuthWorld, db):
+    # A family issued before confidential clients had to authenticate with PKCE
+    # (client_authenticated false) refreshes only with the secret too (RFC 6749 §6).
+    tokens = world.install()
+    family_id = _family_id(db, tokens.refresh_token)
+    with db.unit_of_work() as uow:
+        uow.session.execute(
+            update(TokenFamilyRecord)
+            .where(TokenFamilyRecord.id == family_id)
+            .values(client_authenticated=False)
+        )
+        uow.commit()
+    error = refused(lambda: world.refresh(tokens.refresh_token, client_secret=""))
+    assert oauth_error_of(error) == "invalid_client"
+    # Refused before the refresh token was spent.
+    assert world.refresh(tokens.refresh_token).access_token
+
+
+def _family_id(db, refresh_token: str) -> str:
+    with db.read() as session:
+        family_id = session.scalar(
+            select(RefreshTokenRecord.family_id).where(
+                RefreshTokenRecord.token_hash == credentials.hash_secret(refresh_token)
+            )
+        )
+    assert family_id is not None
+    return str(family_id)
 
 
 # --- refused: forged and misdirected access tokens --------------------------------------

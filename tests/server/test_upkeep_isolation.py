@@ -235,7 +235,7 @@ def test_charges_summing_past_int64_do_not_stop_other_tenants_billing(
 ):  # type: ignore[no-untyped-def]
     (poisoned, _), *healthy = billing_tenants
     at = max(activated for _, activated in billing_tenants) + timedelta(seconds=1)
-    done = _sweep(db, TestProcessor(), at)
+    done = _sweep(db, TestProcessor(), now=at)
     assert [_invoice_totals(db, bw.app.id) for bw, _ in healthy] == [[5000], [5000]]
     assert _invoice_totals(db, poisoned.app.id) == []
     assert done["app_invoices_created"] >= 2

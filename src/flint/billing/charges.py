@@ -27,6 +27,7 @@ from flint.billing.invoicing import MAX_PERIODS_PER_RUN, apply_credit, create_in
 from flint.billing.models import AppChargeRecord, UsageRecordRecord
 from flint.commerce.context import Tenant, list_scoped, scoped
 from flint.commerce.presenter import snapshot
+from flint.commerce.processor import refuse_unless_settles
 from flint.common.db import UnitOfWork
 from flint.common.errors import Code, FlintError, Violations, invalid_argument, not_found
 from flint.common.events import record_event
@@ -495,7 +496,12 @@ def confirmation(session: Session, merchant_id: str, charge_id: str, now: dateti
     return _confirmation(session, _merchant_charge(session, merchant_id, charge_id), now)
 
 
-def decide(uow: UnitOfWork, merchant_id: str, charge_id: str, *, approve: bool) -> Confirmation:
+def decide(
+    uow: UnitOfWork, merchant_id: str, charge_id: str, *, approve: bool, settles_live: bool
+) -> Confirmation:
+    """The merchant's answer. Approving a live charge commits the merchant to
+    paying it, so it is refused while nothing can collect live money
+    (`settles_live`: the vault is a real acquirer's)."""
     charge = _merchant_charge(uow.session, merchant_id, charge_id, lock=True)
     state, cap_increase = _state(charge, uow.now)
     if state == "expired":
@@ -524,6 +530,7 @@ def decide(uow: UnitOfWork, merchant_id: str, charge_id: str, *, approve: bool) 
         _touch(charge, uow.now)
         emit(uow, charge, "app_charge.declined")
         return _confirmation(uow.session, charge, uow.now)
+    refuse_unless_settles(settles_live, charge.environment)
     _activate(uow, charge)
     return _confirmation(uow.session, charge, uow.now)
 

@@ -300,7 +300,11 @@ def _attempt(db: Database, vault: CardVault, invoice_id: str, at: datetime) -> b
         amount, currency = invoice.total, invoice.currency
         uow.commit()
     # 2. Charge with no transaction open (a real acquirer is a network call).
-    if token:
+    # Only live invoices get here (test ones are settled when made); the test
+    # vault must not pass a test card off as live money.
+    if not vault.settles_live:
+        succeeded, decline, reference = False, "live_payments_not_configured", ""
+    elif token:
         result = vault.charge(token=token, amount=amount, currency=currency)
         succeeded, decline, reference = result.succeeded, result.decline_code, result.reference
     else:

@@ -202,7 +202,13 @@ class BillingServicer(pb_grpc.BillingServiceServicer):
         self, request: pb.DecideAppChargeRequest, context: Any
     ) -> pb.AppChargeConfirmation:
         with self._db.unit_of_work() as uow:
-            view = charges.decide(uow, current_principal().id, request.id, approve=request.approve)
+            view = charges.decide(
+                uow,
+                current_principal().id,
+                request.id,
+                approve=request.approve,
+                settles_live=self._vault.settles_live,
+            )
             return idempotency.commit(uow, confirmation_pb(view))
 
     def SetBillingCard(self, request: pb.SetBillingCardRequest, context: Any) -> pb.BillingCard:

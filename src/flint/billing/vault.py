@@ -4,7 +4,8 @@ Flint stores the token, brand, last four and expiry, never the number or CVC.
 `TestVault` stands in front of the test processor: its tokens name which of the
 published test cards was saved (they are public numbers, not secrets), so a
 saved `4000 0000 0000 0002` still declines. A real acquirer's vault would
-implement the same two methods against its own API."""
+implement the same two methods against its own API, with `settles_live = True`:
+live app charges are approved and collected only through such a vault."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ _TOKEN_PREFIX = "tok_test_"  # noqa: S105 - a prefix, not a secret
 
 
 class CardVault(Protocol):
+    # Whether charges through this vault move real money (see Processor).
+    settles_live: bool
+
     def save(self, card: Card) -> str: ...
 
     def charge(self, *, token: str, amount: int, currency: str) -> ChargeResult: ...
@@ -24,6 +28,7 @@ class CardVault(Protocol):
 
 class TestVault:
     __test__ = False  # not a pytest class
+    settles_live = False
 
     def __init__(self, processor: Processor) -> None:
         self._processor = processor

@@ -30,7 +30,7 @@ from flint.commerce.models import (
     PaymentLinkRecord,
     PaymentRecord,
 )
-from flint.commerce.processor import Card, ChargeResult, Processor
+from flint.commerce.processor import Card, ChargeResult, Processor, refuse_unless_settles
 from flint.common.db import Database, UnitOfWork
 from flint.common.errors import Code, FlintError, not_found
 from flint.common.ids import new_id
@@ -70,6 +70,16 @@ class PayPage:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+def offer(page: PayPage, processor: Processor) -> PayPage:
+    """The page a buyer may pay on, if `processor` can settle its money: a live
+    page that is still payable is refused instead of showing a card form that
+    could only fail (creating live orders, sessions and invoices stays allowed:
+    a merchant can set up before its acquirer is, and no money moves)."""
+    if page.state == "payable":
+        refuse_unless_settles(processor.settles_live, "test" if page.test_mode else "live")
+    return page
+
+
 def _merchant_name(session: Session, merchant_id: str) -> str:
     return session.scalar(select(MerchantRecord.name).where(MerchantRecord.id == merchant_id)) or ""
 
@@ -103,6 +113,8 @@ def _collect(
     )
     with db.unit_of_work() as uow:
         claimed = claim(uow, object_id, new_id("att"))
+        # Refused before the claim commits: nothing is held or recorded.
+        refuse_unless_settles(processor.settles_live, claimed.tenant.environment)
         uow.commit()
     result = processor.charge(
         amount=claimed.amount,

@@ -1,12 +1,19 @@
 """The payment processor behind one interface. The built-in test processor knows
-the card numbers plugin developers know; a real acquirer would implement the
-same protocol."""
+the card numbers plugin developers know and moves no money, so it settles test
+mode only: live checkout, invoice and app-charge payments are refused with
+LIVE_PAYMENTS_NOT_CONFIGURED until a real acquirer is plugged in.
+
+Plugging an acquirer in: implement `Processor` (and billing's `CardVault` for the
+merchant's card on file) against the acquirer's API with `settles_live = True`,
+and name a factory returning both in `FLINT_ACQUIRER` (see server/acquirer.py)."""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
 from typing import Protocol
+
+from flint.common.errors import Code, FlintError
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,10 @@ class RefundResult:
 
 
 class Processor(Protocol):
+    # True only for a processor that moves real money: only such a processor
+    # may be asked to charge a live-mode payment.
+    settles_live: bool
+
     def charge(
         self, *, amount: int, currency: str, card: Card, test_mode: bool
     ) -> ChargeResult: ...
@@ -82,10 +93,29 @@ _DECLINES = {
 REFUND_FAILS_CARD = "4000000000005126"
 
 
+def live_payments_not_configured() -> FlintError:
+    return FlintError(
+        Code.FAILED_PRECONDITION,
+        "LIVE_PAYMENTS_NOT_CONFIGURED",
+        "Live payments are not available: no acquirer is configured, and the built-in"
+        " test processor settles test mode only",
+    )
+
+
+def refuse_unless_settles(settles_live: bool, environment: str) -> None:
+    """Refuses moving `environment`'s money through a processor (or vault) that
+    cannot settle it: test money anywhere, live money only through an acquirer."""
+    if environment == "live" and not settles_live:
+        raise live_payments_not_configured()
+
+
 class TestProcessor:
     """Collects nothing. Any other valid card number succeeds."""
 
     __test__ = False  # not a pytest class
+    # Test cards are public numbers: accepting them as real money would let
+    # anyone "pay" a live order.
+    settles_live = False
 
     def charge(self, *, amount: int, currency: str, card: Card, test_mode: bool) -> ChargeResult:
         decline = _DECLINES.get(card.number)

@@ -429,7 +429,8 @@ class PayServicer(pay_grpc.PayServiceServicer):
         self, request: pay_pb.GetCheckoutPageRequest, context: Any
     ) -> pay_pb.PayPage:
         with self._db.read() as session:
-            return pay_page_pb(payments.checkout_page(session, request.id, self._db.clock()))
+            page = payments.checkout_page(session, request.id, self._db.clock())
+        return pay_page_pb(payments.offer(page, self._processor))
 
     def PayCheckoutSession(
         self, request: pay_pb.PayCheckoutSessionRequest, context: Any
@@ -452,11 +453,12 @@ class PayServicer(pay_grpc.PayServiceServicer):
             session = payment_links.open_link(uow, request.id)
             uow.session.flush()
             page = payments.checkout_page(uow.session, session.id, uow.now)
-            return idempotency.commit(uow, pay_page_pb(page))
+            return idempotency.commit(uow, pay_page_pb(payments.offer(page, self._processor)))
 
     def GetInvoicePage(self, request: pay_pb.GetInvoicePageRequest, context: Any) -> pay_pb.PayPage:
         with self._db.read() as session:
-            return pay_page_pb(payments.invoice_page(session, request.id))
+            page = payments.invoice_page(session, request.id)
+        return pay_page_pb(payments.offer(page, self._processor))
 
     def PayInvoice(self, request: pay_pb.PayInvoiceRequest, context: Any) -> pay_pb.PayResult:
         outcome = payments.pay_invoice(

@@ -1,6 +1,7 @@
 """Client authentication at the token, revocation and introspection endpoints
-(RFC 6749 §2.3): client_secret_basic, client_secret_post, or none (a public
-client naming itself with client_id, which must then use PKCE)."""
+(RFC 6749 §2.3): client_secret_basic, client_secret_post, or none (a client
+naming itself with client_id alone; the core refuses that at the token endpoint
+for every app issued a secret, which is every app)."""
 
 from __future__ import annotations
 

@@ -221,7 +221,7 @@ async def jwks(request: Request) -> Response:
 
 def server_metadata(issuer: str) -> dict[str, Any]:
     """RFC 8414 authorization server metadata for `issuer`."""
-    client_auth = ["client_secret_basic", "client_secret_post", "none"]
+    secret_auth = ["client_secret_basic", "client_secret_post"]
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/oauth/authorize",
@@ -233,12 +233,12 @@ def server_metadata(issuer: str) -> dict[str, Any]:
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": client_auth,
-        "revocation_endpoint_auth_methods_supported": client_auth,
-        "introspection_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-        ],
+        # Every app is issued a secret and must authenticate with it at the
+        # token endpoint; revocation also takes a bare client_id (it then
+        # revokes nothing a secret-authenticated client was issued).
+        "token_endpoint_auth_methods_supported": secret_auth,
+        "revocation_endpoint_auth_methods_supported": [*secret_auth, "none"],
+        "introspection_endpoint_auth_methods_supported": secret_auth,
         "scopes_supported": [scope.name for scope in CATALOG],
         "authorization_response_iss_parameter_supported": True,
     }

@@ -18,6 +18,8 @@ from flint.hosted.sessions import CSRF_FIELD
 from flint.hosted.state import hosted, log_fields
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+# The core's reason for a live page or payment with no acquirer configured.
+LIVE_PAYMENTS_NOT_CONFIGURED = "LIVE_PAYMENTS_NOT_CONFIGURED"
 
 
 def template_environment() -> jinja2.Environment:
@@ -74,6 +76,17 @@ def error_page(
 def core_failure_page(request: Request, error: CoreError) -> HTMLResponse:
     """The page for a core failure that has no better answer."""
     log_fields(request).update(core_code=error.code.name, reason=error.reason)
+    if error.reason == LIVE_PAYMENTS_NOT_CONFIGURED:
+        # A live page with no acquirer behind it: say so instead of a card form.
+        return error_page(
+            request,
+            status_code=503,
+            title="Live payments are not available",
+            message=(
+                "This seller cannot take live payments yet: no payment processor is set up. "
+                "No payment was taken. Contact the seller."
+            ),
+        )
     if error.unavailable:
         return error_page(
             request,

@@ -34,7 +34,13 @@ from starlette.responses import RedirectResponse, Response
 
 from flint.commerce.v1 import pay_service_pb2 as pay_pb
 from flint.hosted.core import CoreError
-from flint.hosted.pages import core_failure_page, csrf_ok, form_text, render
+from flint.hosted.pages import (
+    LIVE_PAYMENTS_NOT_CONFIGURED,
+    core_failure_page,
+    csrf_ok,
+    form_text,
+    render,
+)
 from flint.hosted.pay import (
     CHECKOUT,
     ROBOTS_HEADERS,
@@ -91,6 +97,8 @@ async def open_payment_link(request: Request) -> Response:
         log_fields(request).update(core_code=error.code.name, reason=error.reason)
         if error.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
             return not_found_page(request)
+        if error.reason == LIVE_PAYMENTS_NOT_CONFIGURED:
+            return core_failure_page(request, error)
         if error.code == grpc.StatusCode.FAILED_PRECONDITION:
             # PAYMENT_LINK_INACTIVE
             return _inactive_page(request)

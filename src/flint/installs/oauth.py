@@ -319,16 +319,59 @@ def exchange_token(uow: UnitOfWork, request: TokenRequest, *, issuer: str) -> To
         raise oauth_error(
             "unsupported_grant_type", "grant_type must be authorization_code or refresh_token"
         )
+    if request.grant_type == "authorization_code":
+        family = _exchange_code(uow, request)
+    else:
+        app = _authenticate_at_token_endpoint(uow.session, request)
+        family = _redeem_refresh_token(uow, app, request)
+    return _issue_tokens(uow, family, issuer=issuer)
+
+
+def _authenticate_at_token_endpoint(session: Session, request: TokenRequest) -> AppRecord:
+    """The client's app. A client issued a secret (every registered app) is
+    confidential and authenticates with it, PKCE or not (RFC 6749 §3.2.1; RFC 9700
+    §2.1.1: PKCE proves who started the flow, not who the client is). Only a
+    client without a secret may name itself with its client_id alone."""
     if not request.client_id:
         raise oauth_error(
             "invalid_client", "Client authentication is required", code=Code.UNAUTHENTICATED
         )
-    app = authenticate_client(uow.session, request.client_id, request.client_secret)
-    if request.grant_type == "authorization_code":
-        family = _redeem_code(uow, app, request)
-    else:
-        family = _redeem_refresh_token(uow, app, request)
-    return _issue_tokens(uow, family, issuer=issuer)
+    app = authenticate_client(session, request.client_id, request.client_secret)
+    if app.client_secret_hash and not request.client_secret:
+        raise oauth_error(
+            "invalid_client",
+            "This client was issued a client secret: authenticate with it"
+            " (HTTP Basic or client_secret_post), with or without PKCE",
+            code=Code.UNAUTHENTICATED,
+        )
+    return app
+
+
+def _exchange_code(uow: UnitOfWork, request: TokenRequest) -> TokenFamilyRecord:
+    """Redeems a code. A code is worth one attempt: any refusal (wrong client,
+    failed client authentication, wrong redirect_uri, wrong or missing
+    code_verifier) burns it, so whoever holds a leaked code cannot keep trying,
+    and the rightful client's later attempt fails too (RFC 6749 §4.1.2, RFC 9700
+    §4.5); the burn is committed with the refusal."""
+    if not request.code:
+        raise oauth_error("invalid_request", "code is required")
+    try:
+        app = _authenticate_at_token_endpoint(uow.session, request)
+        return _redeem_code(uow, app, request)
+    except FlintError as error:
+        if _burn_code(uow, credentials.hash_secret(request.code)):
+            error.commit = True
+        raise
+
+
+def _burn_code(uow: UnitOfWork, code_hash: str) -> bool:
+    """Marks the code used unless it was; whether there is such a code."""
+    uow.session.execute(
+        update(AuthCodeRecord)
+        .where(AuthCodeRecord.code_hash == code_hash, AuthCodeRecord.used_at.is_(None))
+        .values(used_at=uow.now)
+    )
+    return uow.session.get(AuthCodeRecord, code_hash) is not None
 
 
 def _pkce_matches(verifier: str, challenge: str) -> bool:
@@ -349,8 +392,6 @@ def _revoke_family(uow: UnitOfWork, family_id: str | None, reason: str) -> None:
 
 
 def _redeem_code(uow: UnitOfWork, app: AppRecord, request: TokenRequest) -> TokenFamilyRecord:
-    if not request.code:
-        raise oauth_error("invalid_request", "code is required")
     code_hash = credentials.hash_secret(request.code)
     code = uow.session.get(AuthCodeRecord, code_hash, with_for_update=True)
     if code is None:

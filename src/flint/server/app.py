@@ -22,9 +22,9 @@ from flint.apps.v1 import apps_service_pb2
 from flint.billing import cycles
 from flint.billing.servicer import BillingServicer
 from flint.billing.v1 import billing_service_pb2
-from flint.billing.vault import TestVault
+from flint.billing.vault import CardVault, TestVault
 from flint.commerce import checkout, refunds
-from flint.commerce.processor import Processor, TestProcessor
+from flint.commerce.processor import Processor
 from flint.commerce.servicer import (
     CheckoutSessionsServicer,
     InvoicesServicer,
@@ -52,6 +52,7 @@ from flint.events.servicer import EventsServicer
 from flint.events.v1 import events_service_pb2
 from flint.installs.servicer import InstallsServicer, OAuthServicer
 from flint.installs.v1 import installs_service_pb2
+from flint.server.acquirer import acquirer_from_env, builtin_acquirer
 from flint.server.rpc import Pipeline
 from flint.webhooks.fanout import fan_out
 from flint.webhooks.servicer import WebhooksServicer
@@ -101,6 +102,7 @@ class RunningServer:
     sequencer: Sequencer
     hub_task: asyncio.Task[None]
     processor: Processor
+    vault: CardVault
 
     async def stop(self, grace: float = DEFAULT_GRACE_SECONDS) -> None:
         """Reports NOT_SERVING, then lets in-flight calls finish within `grace`."""
@@ -125,8 +127,10 @@ async def start_server(
     issuer: str | None = None,
     processor: Processor | None = None,
 ) -> RunningServer:
-    # The built-in test processor until a real acquirer is configured.
-    processor = processor or TestProcessor()
+    # The acquirer FLINT_ACQUIRER names, else the built-in test processor
+    # (live payments refused); a processor passed in (tests) is used as given.
+    acquirer = builtin_acquirer(processor) if processor is not None else acquirer_from_env()
+    processor = acquirer.processor
     issuer = issuer or Settings.from_env().public_url
     executor = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="flint-rpc")
     read_executor = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="flint-read")
@@ -147,7 +151,7 @@ async def start_server(
         (InvoicesServicer(db), invoices_service_pb2, "InvoicesService"),
         (RefundsServicer(db, processor), refunds_service_pb2, "RefundsService"),
         (PayServicer(db, processor), pay_service_pb2, "PayService"),
-        (BillingServicer(db, TestVault(processor)), billing_service_pb2, "BillingService"),
+        (BillingServicer(db, acquirer.vault), billing_service_pb2, "BillingService"),
         (EventsServicer(db, hub), events_service_pb2, "EventsService"),
         (WebhooksServicer(db), webhooks_service_pb2, "WebhooksService"),
     ):
@@ -170,19 +174,32 @@ async def start_server(
     sequencer = Sequencer(db, consumers=[fan_out], on_sequenced=hub.notify_threadsafe)
     sequencer.start()
     return RunningServer(
-        server, bound, health_servicer, executor, read_executor, sequencer, hub_task, processor
+        server,
+        bound,
+        health_servicer,
+        executor,
+        read_executor,
+        sequencer,
+        hub_task,
+        processor,
+        acquirer.vault,
     )
 
 
 SWEEP_INTERVAL_SECONDS = 15.0
 
 
-def _sweep(db: Database, processor: Processor, now: datetime | None = None) -> dict[str, int]:
+def _sweep(
+    db: Database,
+    processor: Processor,
+    vault: CardVault | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
     """One pass of every upkeep job at `now`. Each job does its items one by one
     (see flint.common.jobs) and is itself guarded, so neither a bad row nor a
     job that crashes outright stops the others."""
     at = now or db.clock()
-    vault = TestVault(processor)
+    vault = vault or TestVault(processor)
     crashed = JobResult(failed=1)
     expiry = guarded(checkout.EXPIRY_JOB, lambda: checkout.expire_due_sessions(db, at), crashed)
     keys = guarded(PURGE_JOB, lambda: purge_expired(db, at), crashed)
@@ -210,6 +227,7 @@ async def _maintenance(
     db: Database,
     executor: ThreadPoolExecutor,
     processor: Processor,
+    vault: CardVault,
     interval: float = SWEEP_INTERVAL_SECONDS,
 ) -> None:
     """Expires checkout sessions past their time, settles refunds a crashed process
@@ -219,7 +237,7 @@ async def _maintenance(
     loop = asyncio.get_running_loop()
     while True:
         try:
-            done = await loop.run_in_executor(executor, _sweep, db, processor)
+            done = await loop.run_in_executor(executor, _sweep, db, processor, vault)
             if any(done.values()):
                 log_event(logger, "maintenance", **done)
         except OperationalError as error:
@@ -242,7 +260,7 @@ async def serve(db: Database, *, host: str, port: int, grace: float, sweep: bool
         asyncio.create_task(
             supervise(
                 "maintenance",
-                lambda: _maintenance(db, running.executor, running.processor),
+                lambda: _maintenance(db, running.executor, running.processor, running.vault),
             )
         )
         if sweep

@@ -6,11 +6,12 @@ server starts (grpc.aio interceptors would rebuild their handlers on every call)
    initial metadata of streams, and one log line per call;
 2. authentication and the method's access rule — a method without a rule is
    refused: access is fail-closed;
-3. on write RPCs, the caller's `idempotency-key` (see server/idempotency.py);
-4. the handler: synchronous handlers, which talk to the database, run on a
-   worker pool together with 2 and 3, in one hop off the event loop (reads and
+3. requests with a NUL in any string are refused (see server/characters.py);
+4. on write RPCs, the caller's `idempotency-key` (see server/idempotency.py);
+5. the handler: synchronous handlers, which talk to the database, run on a
+   worker pool together with 2 to 4, in one hop off the event loop (reads and
    writes have a pool each, see server/app.py);
-5. domain errors become a status with details; anything unexpected becomes
+6. domain errors become a status with details; anything unexpected becomes
    INTERNAL with a logged error id.
 
 Handlers read the caller with `current_principal()`.
@@ -40,7 +41,7 @@ from flint.common.auth import Principal, PrincipalKind, authenticate, authorize
 from flint.common.db import Database
 from flint.common.errors import Code, FlintError
 from flint.common.logs import log_event
-from flint.server import idempotency
+from flint.server import characters, idempotency
 from flint.server.access import access_rules
 from flint.server.idempotency import write_methods
 from flint.server.status import GRPC_CODES, STATUS_DETAILS_KEY, to_rpc_status
@@ -135,21 +136,21 @@ class Pipeline:
             pool=self._write_pool if name in self._write_methods else self._read_pool,
         )
         behavior = getattr(servicer, method.name)
-        request_class = GetMessageClass(method.input_type)
+        request_deserializer = characters.deserializer(GetMessageClass(method.input_type))
         response_class = GetMessageClass(method.output_type)
         if method.client_streaming:
             raise TypeError(f"{name}: Flint serves only unary and server-streaming methods")
         if method.server_streaming:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(spec, behavior),
-                request_deserializer=request_class.FromString,
+                request_deserializer=request_deserializer,
                 response_serializer=response_class.SerializeToString,
             )
         if spec.replay_class is not None and inspect.iscoroutinefunction(behavior):
             raise TypeError(f"{name}: idempotency keys need a synchronous handler")
         return grpc.unary_unary_rpc_method_handler(
             self._unary(spec, behavior),
-            request_deserializer=request_class.FromString,
+            request_deserializer=request_deserializer,
             response_serializer=response_class.SerializeToString,
         )
 
@@ -164,6 +165,7 @@ class Pipeline:
             try:
                 if run_async:
                     await _in_pool(spec.pool, self._authenticate, spec, call)
+                    _refuse_if_refused(request)
                     return await behavior(request, context)
                 return await _in_pool(spec.pool, self._run, spec, call, behavior, request, context)
             except Exception as error:
@@ -182,6 +184,7 @@ class Pipeline:
             await context.send_initial_metadata(call.response_metadata)
             try:
                 await _in_pool(spec.pool, self._authenticate, spec, call)
+                _refuse_if_refused(request)
                 async for item in behavior(request, context):
                     yield item
             except Exception as error:
@@ -195,6 +198,7 @@ class Pipeline:
         self, spec: _Method, call: CallState, behavior: Behavior, request: Any, context: Any
     ) -> Any:
         principal = self._authenticate(spec, call)
+        _refuse_if_refused(request)
         key = call.metadata.get(idempotency_store.METADATA_KEY)
         if spec.replay_class is None or not key:
             return behavior(request, context)
@@ -223,6 +227,13 @@ class Pipeline:
         authorize(principal, spec.principals, spec.scope)
         call.principal = principal
         return principal
+
+
+def _refuse_if_refused(request: Any) -> None:
+    # After authentication: a caller without a credential learns nothing of
+    # how its input is judged.
+    if isinstance(request, characters.RefusedRequest):
+        raise request.error()
 
 
 async def _in_pool(pool: Executor, function: Callable[..., Any], *args: Any) -> Any:
