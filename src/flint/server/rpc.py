@@ -1,9 +1,10 @@
 """Every Flint RPC runs through one wrapper, built once per method when the
 server starts (grpc.aio interceptors would rebuild their handlers on every call):
 
-1. a request id (the caller's `x-request-id`, or a new one), sent back in the
-   trailing metadata of unary calls (with the status: no extra send) and the
-   initial metadata of streams, and one log line per call;
+1. a request id (the caller's `x-request-id` when it is a plain token, or a
+   new one), sent back in the trailing metadata of unary calls (with the
+   status: no extra send) and the initial metadata of streams (with the first
+   message), and one log line per call;
 2. authentication and the method's access rule — a method without a rule is
    refused: access is fail-closed;
 3. on write RPCs, the caller's `idempotency-key` (see server/idempotency.py);
@@ -179,10 +180,17 @@ class Pipeline:
 
         async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
             call, started = _begin(spec, context)
-            await context.send_initial_metadata(call.response_metadata)
             try:
                 await _in_pool(spec.pool, self._authenticate, spec, call)
+                # The headers go out with the first message, not before: a call
+                # refused before it (a bad credential, a missing scope, a bad
+                # cursor) ends with its status alone, so Envoy answers SSE
+                # clients 401/403/400 with the JSON error instead of 200.
+                headers_sent = False
                 async for item in behavior(request, context):
+                    if not headers_sent:
+                        await context.send_initial_metadata(call.response_metadata)
+                        headers_sent = True
                     yield item
             except Exception as error:
                 await _abort(call, context, error, started)
