@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -245,13 +246,24 @@ def _begin(spec: _Method, context: Any) -> tuple[CallState, float]:
         key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
     }
     call = CallState(
-        request_id=metadata.get("x-request-id") or uuid.uuid4().hex,
+        request_id=request_id(metadata.get("x-request-id", "")),
         method=spec.name,
         metadata=metadata,
     )
     # Each RPC runs in its own task, so this is the call's own context.
     _current_call.set(call)
     return call, time.perf_counter()
+
+
+# A caller's request id is kept only when it is a plain token that fits in a
+# log line: it is echoed in response metadata, where gRPC refuses a TAB or
+# non-ASCII text (the whole call then failed with INTERNAL "Invalid metadata").
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
+def request_id(sent: str) -> str:
+    """The caller's `x-request-id`, or a fresh one in place of a missing or unfit one."""
+    return sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
 
 
 def _finish(call: CallState, started: float) -> None:
