@@ -57,8 +57,7 @@ def stack(
             argv,
             # As `flint dev` runs it: the development switch lets the plugin's
             # test-only endpoint be its http://127.0.0.1 receiver.
-            env=flint_env(database_url)
-            | {"FLINT_PUBLIC_URL": flint_url, ALLOW_LOOPBACK_ENV: "1"},
+            env=flint_env(database_url) | {"FLINT_PUBLIC_URL": flint_url, ALLOW_LOOPBACK_ENV: "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
