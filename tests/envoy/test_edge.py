@@ -368,6 +368,21 @@ def hosted_edge(
     running.process.stop()
 
 
+def test_the_hosted_app_gets_the_replaced_request_id_and_so_does_the_client(
+    hosted_edge: Edge, hosted_stub: HostedStub
+):
+    response = httpx.get(
+        hosted_edge.url + "/oauth/authorize?client_id=ca_1",
+        headers=[(b"x-request-id", "caf\u00e9\tid".encode())],
+        timeout=10,
+    )
+    assert response.status_code == 302
+    seen = hosted_stub.requests[-1]
+    # One id for the whole request: Envoy's, the hosted app's and the answer's.
+    assert seen.headers["x-request-id"] == response.headers["x-request-id"]
+    assert str(uuid.UUID(response.headers["x-request-id"])) == response.headers["x-request-id"]
+
+
 def test_hosted_redirect_passes_through_untouched(hosted_edge: Edge, hosted_stub: HostedStub):
     response = httpx.get(hosted_edge.url + "/oauth/authorize?client_id=ca_1&state=xyz", timeout=10)
     assert response.status_code == 302
