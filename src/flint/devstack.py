@@ -24,6 +24,7 @@ from flint.common.config import Settings
 from flint.common.db import Database
 from flint.devseed import SeedResult, seed
 from flint.supervisor import stop_process, wait_for_envoy, wait_for_http
+from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 
 # The sample plugin lives in the repository, beside src/; `flint dev` runs from a clone.
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -148,7 +149,14 @@ def _start_flint(children: _Children, options: DevOptions, log: Path) -> None:
     argv = [sys.executable, "-m", "flint", "up"]
     argv += ["--http-port", str(options.http_port), "--grpc-port", str(options.grpc_port)]
     argv += ["--hosted-port", str(options.hosted_port), "--admin-port", str(options.admin_port)]
-    children.start("flint", argv, log, env={**os.environ, "FLINT_PUBLIC_URL": options.flint_url})
+    env = {
+        **os.environ,
+        "FLINT_PUBLIC_URL": options.flint_url,
+        # The development switch: the sample plugin receives its test events on
+        # http://127.0.0.1 (Flint's own ports stay refused).
+        ALLOW_LOOPBACK_ENV: "1",
+    }
+    children.start("flint", argv, log, env=env)
 
 
 def plugin_app(plugin_url: str) -> AppFields:

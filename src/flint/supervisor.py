@@ -27,7 +27,7 @@ from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.logs import log_event
 from flint.migrations import migrate
-from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
+from flint.webhooks.addresses import REFUSED_PORTS_ENV, format_ports, parse_ports
 
 logger = logging.getLogger("flint.up")
 # Generous: several Python processes starting at once on a busy machine are slow.
@@ -200,8 +200,12 @@ def run_stack(
         "FLINT_PUBLIC_URL": public_url,
         "FLINT_INTERNAL_KEY": internal.secret,
         "FLINT_HOSTED_SECRET": os.environ.get("FLINT_HOSTED_SECRET") or secrets.token_urlsafe(32),
-        # Local development: webhook endpoints may be http://127.0.0.1 receivers.
-        ALLOW_LOOPBACK_ENV: os.environ.get(ALLOW_LOOPBACK_ENV, "1"),
+        # Webhook endpoints never reach this stack's own ports, even with the
+        # development switch (FLINT_WEBHOOKS_ALLOW_LOOPBACK, off unless set) on.
+        REFUSED_PORTS_ENV: format_ports(
+            parse_ports(os.environ.get(REFUSED_PORTS_ENV, ""))
+            | {http_port, admin_port, hosted_port, *grpc_ports}
+        ),
     }
     single = len(grpc_ports) == 1
     replicas = [

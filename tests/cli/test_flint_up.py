@@ -20,8 +20,10 @@ import pytest
 
 from flint.apps.v1 import apps_service_pb2 as apps_pb
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
+from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 from tests.cli.conftest import FLINT, run_json
 from tests.conftest import bearer, flint_env, free_port
+from tests.errors import rest_error
 
 STARTUP_DEADLINE_SECONDS = 60.0
 STOP_DEADLINE_SECONDS = 20.0
@@ -152,7 +154,11 @@ class Up:
 
 @contextmanager
 def flint_up(
-    database_url: str, tmp_path: Path, grpc_port: int | None = None, *extra: str
+    database_url: str,
+    tmp_path: Path,
+    grpc_port: int | None = None,
+    *extra: str,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Up]:
     tmp_dir = tmp_path / "tmp"
     tmp_dir.mkdir()
@@ -168,7 +174,12 @@ def flint_up(
     )
     # TMPDIR keeps Envoy's rendered config under tmp_path, so its command line
     # names a path unique to this test.
-    env = {**flint_env(database_url), "TMPDIR": str(tmp_dir), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **flint_env(database_url),
+        "TMPDIR": str(tmp_dir),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     with up.stdout_path.open("wb") as out, up.stderr_path.open("wb") as err:
         up.popen = subprocess.Popen(
             [
@@ -307,3 +318,57 @@ def test_up_fails_promptly_and_leaves_nothing_when_a_child_cannot_start(up_datab
             assert processes_mentioning(str(up.tmp_dir), f"--port {taken}") == []
             for port in (up.http_port, up.admin_port):
                 assert refuses_connections(port)
+
+
+# --- webhook targets ------------------------------------------------------------------
+
+
+def create_endpoint(up: Up, partner_key: str, app_id: str, url: str, *environments: str):  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=f"http://127.0.0.1:{up.http_port}", timeout=10) as client:
+        return client.post(
+            f"/v1/apps/{app_id}/webhook_endpoints",
+            headers={"Authorization": f"Bearer {partner_key}"},
+            json={
+                "url": url,
+                "enabled_events": ["order.paid"],
+                "environments": list(environments or ("ENVIRONMENT_TEST",)),
+            },
+        )
+
+
+def assert_refused_target(response: httpx.Response) -> None:
+    assert response.status_code == 400, response.text
+    details = rest_error(response)
+    assert details.reason == "ADDRESS_NOT_ALLOWED", response.text
+    assert details.fields == ["webhook_endpoint.url"]
+
+
+@pytest.mark.e2e
+def test_up_refuses_webhook_endpoints_on_loopback_by_default(up_database_url, tmp_path):
+    """The issue's attack: an endpoint on Envoy's admin port, read back through attempts."""
+    with flint_up(up_database_url, tmp_path) as up:
+        up.wait_until_up()
+        seeded = run_json(up_database_url, "dev", "seed")
+        key, app = seeded["partner_key"], seeded["app_id"]
+        for url in (
+            f"http://127.0.0.1:{up.admin_port}/config_dump",
+            f"http://localhost:{free_port()}/hooks",
+            f"http://[::ffff:127.0.0.1]:{free_port()}/hooks",
+        ):
+            assert_refused_target(create_endpoint(up, key, app, url))
+
+
+@pytest.mark.e2e
+def test_up_with_the_development_switch_still_refuses_its_own_ports(up_database_url, tmp_path):
+    with flint_up(up_database_url, tmp_path, env={ALLOW_LOOPBACK_ENV: "1"}) as up:
+        up.wait_until_up()
+        seeded = run_json(up_database_url, "dev", "seed")
+        key, app = seeded["partner_key"], seeded["app_id"]
+        for port in (up.admin_port, up.http_port, up.hosted_port, up.grpc_port):
+            assert_refused_target(create_endpoint(up, key, app, f"http://127.0.0.1:{port}/x"))
+        receiver = f"http://127.0.0.1:{free_port()}/hooks"
+        # Never for an endpoint that receives live events.
+        live = create_endpoint(up, key, app, receiver, "ENVIRONMENT_TEST", "ENVIRONMENT_LIVE")
+        assert_refused_target(live)
+        accepted = create_endpoint(up, key, app, receiver)
+        assert accepted.status_code == 200, accepted.text

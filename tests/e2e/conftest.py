@@ -19,8 +19,11 @@ CHROMIUM = Path("/usr/bin/chromium")
 
 
 @contextmanager
-def running_flint_up(database_url: str, log_path: Path) -> Iterator[int]:
-    """`flint up` on free ports; yields its REST (Envoy) port once it is up."""
+def running_flint_up(
+    database_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[int]:
+    """`flint up` on free ports (`env` added to its environment); yields its
+    REST (Envoy) port once it is up."""
     http_port = free_port()
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -36,7 +39,7 @@ def running_flint_up(database_url: str, log_path: Path) -> Iterator[int]:
                 "--admin-port",
                 str(free_port()),
             ],
-            env=flint_env(database_url),
+            env=flint_env(database_url) | (env or {}),
             stdout=log,
             stderr=subprocess.STDOUT,
         )

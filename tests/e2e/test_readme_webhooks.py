@@ -18,7 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 from tests.conftest import flint_env, free_port
+from tests.e2e.conftest import running_flint_up
 from tests.e2e.readme import REPO, Shell, section
 from tests.e2e.test_readme_commerce import blocks_with_outputs
 
@@ -79,6 +81,15 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
             continue
         if b"webhook_receiver.py" in cmdline or b"listen" in cmdline:
             os.kill(pid, signal.SIGTERM)
+
+
+@pytest.fixture
+def flint_up(database_url: str, db: object, tmp_path: Path) -> Iterator[int]:
+    """As the walkthrough starts it: with the development switch, since its
+    receiver is on http://127.0.0.1."""
+    switch = {ALLOW_LOOPBACK_ENV: "1"}
+    with running_flint_up(database_url, tmp_path / "up.log", switch) as http_port:
+        yield http_port
 
 
 def test_webhooks_walkthrough_works_as_written(flint_up: int, database_url: str, workdir: Path):

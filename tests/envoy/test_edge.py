@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from flint.envoy import HOSTED_PREFIXES, MAX_REQUEST_BYTES
-from tests.conftest import Edge, PartnerCreds, free_port, start_envoy
+from flint.envoy import HOSTED_PREFIXES, MAX_REQUEST_BYTES, MAX_REQUEST_HEADERS_KB
+from tests.conftest import Edge, MerchantCreds, PartnerCreds, free_port, start_envoy
 from tests.errors import rest_error
 
 pytestmark = pytest.mark.e2e
@@ -96,6 +96,9 @@ def test_print_config_has_transcoder_sse_status_conversion_and_stream_route():
     assert re.search(r"^\s+preserve_proto_field_names: true$", config, re.M)
     assert re.search(r"^\s+reject_unknown_method: true$", config, re.M)
     assert re.search(r"^\s+reject_unknown_query_parameters: true$", config, re.M)
+    assert re.search(rf"^\s+max_request_headers_kb: {MAX_REQUEST_HEADERS_KB}$", config, re.M)
+    # The request-id check runs first, before the transcoder and the router.
+    assert config.index("envoy.filters.http.lua") < config.index(f"name: {TRANSCODER}")
     # A streaming route without a route timeout, placed before the catch-all route
     # (Envoy takes the first match).
     stream = re.search(
@@ -205,6 +208,52 @@ def test_client_request_id_comes_back_unchanged(rest, new_partner: PartnerCreds)
     response = rest.get("/v1/scopes", headers={**auth(new_partner.key), "x-request-id": request_id})
     assert response.status_code == 200
     assert response.headers["x-request-id"] == request_id
+
+
+@pytest.mark.parametrize(
+    "request_id",
+    [b"req\tid", "r\u00e9q-caf\u00e9".encode(), b"\xff\xfe", b"x" * 2000, b"req id with spaces"],
+    ids=["tab", "utf-8", "bytes", "long", "spaces"],
+)
+def test_a_request_id_that_is_not_a_plain_token_is_replaced(
+    rest, new_partner: PartnerCreds, request_id: bytes
+):
+    response = rest.get(
+        "/v1/scopes", headers=[*auth(new_partner.key).items(), (b"x-request-id", request_id)]
+    )
+    assert response.status_code == 200, response.text
+    replaced = response.headers["x-request-id"]
+    assert replaced.encode() != request_id
+    assert re.fullmatch(r"[0-9a-f-]{32,36}", replaced), replaced
+
+
+def test_a_bad_request_id_on_an_error_answer_is_replaced_too(rest):
+    response = rest.get("/v1/apps", headers=[(b"x-request-id", b"bad\tid")])
+    assert response.status_code == 401, response.text
+    assert rest_error(response).reason == "CREDENTIAL_MISSING"
+    assert "\t" not in response.headers["x-request-id"]
+
+
+# --- long URLs -----------------------------------------------------------------------
+
+
+def test_two_thousand_query_parameters_are_a_json_400_not_a_retryable_429(
+    rest, new_merchant: MerchantCreds
+):
+    query = "&".join("types=order.paid" for _ in range(2000))
+    response = rest.get(f"/v1/events?{query}", headers=auth(new_merchant.test_key))
+    message = assert_edge_error(response, 400, 3, "REQUEST_HEADERS_TOO_LARGE")
+    assert f"{MAX_REQUEST_HEADERS_KB} KiB" in message
+
+
+def test_a_long_query_under_the_limit_reaches_the_server(rest, new_merchant: MerchantCreds):
+    # About 12 KiB: Envoy passes it on with a copy of the path, which used to
+    # pass the gRPC server's 16 KiB metadata limit (429 RESOURCE_EXHAUSTED).
+    query = "&".join("types=order.paid" for _ in range(700))
+    assert 11 * 1024 < len(query) < MAX_REQUEST_HEADERS_KB * 1024
+    response = rest.get(f"/v1/events?{query}", headers=auth(new_merchant.test_key))
+    assert response.status_code == 200, response.text
+    assert response.json()["events"] == []
 
 
 # --- upstreams down ----------------------------------------------------------------
@@ -317,6 +366,21 @@ def hosted_edge(
     running = start_envoy(grpc_server, tmp_path_factory.mktemp("hosted-envoy"), hosted_stub.port)
     yield running
     running.process.stop()
+
+
+def test_the_hosted_app_gets_the_replaced_request_id_and_so_does_the_client(
+    hosted_edge: Edge, hosted_stub: HostedStub
+):
+    response = httpx.get(
+        hosted_edge.url + "/oauth/authorize?client_id=ca_1",
+        headers=[(b"x-request-id", "caf\u00e9\tid".encode())],
+        timeout=10,
+    )
+    assert response.status_code == 302
+    seen = hosted_stub.requests[-1]
+    # One id for the whole request: Envoy's, the hosted app's and the answer's.
+    assert seen.headers["x-request-id"] == response.headers["x-request-id"]
+    assert str(uuid.UUID(response.headers["x-request-id"])) == response.headers["x-request-id"]
 
 
 def test_hosted_redirect_passes_through_untouched(hosted_edge: Edge, hosted_stub: HostedStub):

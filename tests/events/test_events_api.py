@@ -16,7 +16,7 @@ from flint.events.v1 import events_service_pb2 as pb
 from flint.events.v1 import events_service_pb2_grpc as pb_grpc
 from tests.commerce.support import Commerce
 from tests.conftest import bearer
-from tests.errors import grpc_error
+from tests.errors import grpc_error, rest_error
 from tests.installs.oauth_support import OAuthWorld, internal_key, make_world
 
 
@@ -297,3 +297,133 @@ def test_an_event_written_on_one_server_reaches_a_stream_on_another(
             stream.cancel()
     finally:
         other.stop()
+
+
+def first_heartbeat(events, key: str, after: str = "") -> str:  # type: ignore[no-untyped-def]
+    """The cursor of a new stream's first heartbeat (sent once it is subscribed)."""
+    stream = events.StreamEvents(
+        pb.StreamEventsRequest(after=after, heartbeat_seconds=1), metadata=bearer(key)
+    )
+    try:
+        for item in stream:
+            if item.HasField("heartbeat"):
+                return str(item.heartbeat.cursor)
+        raise AssertionError("the stream ended without a heartbeat")
+    finally:
+        stream.cancel()
+
+
+def test_a_heartbeat_carries_the_readers_own_position_not_the_platforms(
+    world: OAuthWorld, events, db, accounts_stub, admin_key
+):
+    from tests.conftest import create_merchant
+
+    shop = Commerce(world.channel, world.merchant.test_key, internal_key(db))
+    shop.create_order()
+    own = wait_for_events(events, world.merchant.test_key, 1).events[-1].cursor
+    assert first_heartbeat(events, world.merchant.test_key) == own
+    # Another tenant's events: the platform's cursor moves, this reader's does not.
+    other = create_merchant(accounts_stub, admin_key, "Other Shop")
+    rival = Commerce(world.channel, other.test_key, internal_key(db))
+    for _ in range(3):
+        rival.create_order()
+    assert len(wait_for_events(events, other.test_key, 3).events) == 3
+    assert first_heartbeat(events, world.merchant.test_key) == own
+
+
+def test_a_reader_without_events_heartbeats_position_zero(world: OAuthWorld, events, db):
+    # The test environment has events; the live one, a reader of its own, has none.
+    Commerce(world.channel, world.merchant.test_key, internal_key(db)).create_order()
+    wait_for_events(events, world.merchant.test_key, 1)
+    heartbeat = first_heartbeat(events, world.merchant.live_key)
+    assert heartbeat.split(".")[0] == "0"
+
+
+def test_resuming_from_a_heartbeat_misses_no_event(
+    world: OAuthWorld, events, db, accounts_stub, admin_key
+):
+    from tests.conftest import create_merchant
+
+    shop = Commerce(world.channel, world.merchant.test_key, internal_key(db))
+    shop.create_order()
+    wait_for_events(events, world.merchant.test_key, 1)
+    heartbeat = first_heartbeat(events, world.merchant.test_key)
+    other = create_merchant(accounts_stub, admin_key, "Other Shop")
+    Commerce(world.channel, other.test_key, internal_key(db)).create_order()
+    order = shop.create_order()
+    wait_for_events(events, world.merchant.test_key, 2)
+    stream = events.StreamEvents(
+        pb.StreamEventsRequest(after=heartbeat, heartbeat_seconds=1),
+        metadata=bearer(world.merchant.test_key),
+    )
+    try:
+        first = next(item for item in stream if item.HasField("event"))
+    finally:
+        stream.cancel()
+    assert first.event.type == "order.created"
+    assert first.event.data["object"]["id"] == order.id
+
+
+# --- a refused stream is refused before its first byte ------------------------------
+
+
+def refused_sse(edge, path: str, credential: str) -> httpx.Response:  # type: ignore[no-untyped-def]
+    with (
+        httpx.Client(base_url=edge.url, timeout=20) as client,
+        client.stream("GET", path, headers={"Authorization": f"Bearer {credential}"}) as response,
+    ):
+        response.read()  # the whole answer: an error, not an open stream
+        return response
+
+
+def test_sse_stream_with_a_bad_token_is_401_json(edge):
+    response = refused_sse(edge, "/v1/events:stream", "sk_test_" + "x" * 40)
+    assert response.status_code == 401, response.text
+    assert rest_error(response).reason.startswith("CREDENTIAL_")
+    assert response.headers["x-request-id"]
+
+
+def test_sse_stream_without_the_events_scope_is_403_json(world: OAuthWorld, edge):
+    token = world.install(scope="orders:read").access_token
+    response = refused_sse(edge, "/v1/events:stream", token)
+    assert response.status_code == 403, response.text
+    assert rest_error(response).reason == "SCOPE_MISSING"
+
+
+def test_sse_stream_with_a_forged_cursor_is_400_json(world: OAuthWorld, edge):
+    response = refused_sse(edge, "/v1/events:stream?after=12.abc", world.merchant.test_key)
+    assert response.status_code == 400, response.text
+    details = rest_error(response)
+    assert (details.reason, details.fields) == ("CURSOR_INVALID", ["after"])
+
+
+def test_grpc_stream_refusals_come_before_any_message_or_header(world: OAuthWorld, events):
+    token = world.install(scope="orders:read").access_token
+    for credential, code, reason in (
+        ("sk_test_" + "x" * 40, grpc.StatusCode.UNAUTHENTICATED, None),
+        (token, grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING"),
+    ):
+        stream = events.StreamEvents(pb.StreamEventsRequest(), metadata=bearer(credential))
+        with pytest.raises(grpc.RpcError) as caught:
+            next(iter(stream))
+        assert caught.value.code() == code
+        if reason:
+            assert grpc_error(caught.value).reason == reason
+        # No headers went out ahead of the refusal; the request id came with the status.
+        assert not stream.initial_metadata()
+        assert dict(stream.trailing_metadata())["x-request-id"]
+
+
+def test_a_stream_announces_itself_with_a_heartbeat_and_the_request_id(world: OAuthWorld, events):
+    # Default heartbeat interval (15 s): the first heartbeat does not wait for it.
+    stream = events.StreamEvents(
+        pb.StreamEventsRequest(),
+        metadata=(*bearer(world.merchant.test_key), ("x-request-id", "req-announce")),
+        timeout=10,
+    )
+    try:
+        first = next(iter(stream))
+        assert first.HasField("heartbeat")
+        assert dict(stream.initial_metadata())["x-request-id"] == "req-announce"
+    finally:
+        stream.cancel()

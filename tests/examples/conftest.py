@@ -17,6 +17,7 @@ from playwright.sync_api import Browser
 from flint.devstack import EXAMPLES_DIR, plugin_command, seed_with_plugin
 from flint.sdk import FlintClient
 from flint.supervisor import wait_for_envoy
+from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 from tests.conftest import Process, flint_env, free_port
 from tests.e2e.conftest import browser
 from tests.e2e.readme import FLINT
@@ -54,7 +55,9 @@ def stack(
     with log_path.open("w") as log:
         popen = subprocess.Popen(
             argv,
-            env=flint_env(database_url) | {"FLINT_PUBLIC_URL": flint_url},
+            # As `flint dev` runs it: the development switch lets the plugin's
+            # test-only endpoint be its http://127.0.0.1 receiver.
+            env=flint_env(database_url) | {"FLINT_PUBLIC_URL": flint_url, ALLOW_LOOPBACK_ENV: "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,

@@ -14,6 +14,7 @@ import pytest
 from flint.common.db import Database
 from flint.devseed import seed as seed_demo
 from flint.sdk import FlintClient
+from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 from tests.conftest import flint_env
 from tests.e2e.conftest import browser, running_flint_up
 from tests.e2e.readme import FLINT
@@ -71,7 +72,10 @@ class Seed:
 def flint_up(
     database_url: str, db: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[int]:
-    with running_flint_up(database_url, tmp_path_factory.mktemp("up") / "up.log") as http_port:
+    # The development switch: the webhook tests' receivers are on http://127.0.0.1.
+    switch = {ALLOW_LOOPBACK_ENV: "1"}
+    log = tmp_path_factory.mktemp("up") / "up.log"
+    with running_flint_up(database_url, log, switch) as http_port:
         yield http_port
 
 

@@ -71,6 +71,31 @@ def test_a_request_id_is_made_for_a_call_without_one(apps_stub, new_partner: Par
     assert len(request_ids[0]) == 32
 
 
+@pytest.mark.parametrize(
+    "sent",
+    ["req id with spaces", "x" * 129, "bin\\path", 'quote"d'],
+    ids=["spaces", "too-long", "backslash", "quote"],
+)
+def test_a_request_id_that_is_not_a_plain_token_is_replaced(
+    apps_stub, new_partner: PartnerCreds, sent: str
+):
+    _, call = apps_stub.ListScopes.with_call(
+        apps_pb.ListScopesRequest(), metadata=(*bearer(new_partner.key), ("x-request-id", sent))
+    )
+    (replaced,) = [value for key, value in call.trailing_metadata() if key == "x-request-id"]
+    assert replaced != sent
+    assert len(replaced) == 32
+
+
+def test_a_request_id_of_128_token_characters_is_kept(apps_stub, new_partner: PartnerCreds):
+    sent = "plugin-" + "a1.:/+=@_" * 13 + "x" * 4
+    assert len(sent) == 128
+    _, call = apps_stub.ListScopes.with_call(
+        apps_pb.ListScopesRequest(), metadata=(*bearer(new_partner.key), ("x-request-id", sent))
+    )
+    assert ("x-request-id", sent) in call.trailing_metadata()
+
+
 def test_an_error_carries_the_request_id(apps_stub):
     with pytest.raises(grpc.RpcError) as raised:
         apps_stub.ListScopes(

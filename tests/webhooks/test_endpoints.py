@@ -442,3 +442,51 @@ def test_rest_create_and_refusal_through_envoy(strict: Strict, rest):  # type: i
     listed = rest.get(f"/v1/webhook_endpoints/{body['id']}/deliveries", headers=auth)
     assert listed.status_code == 200, listed.text
     assert listed.json().get("deliveries", []) == []
+
+
+# --- the issue-13 targets: gateways to IPv4, and the development switch -------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://[64:ff9b::7f00:1]/hooks",  # NAT64 of 127.0.0.1
+        "https://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # NAT64 of the metadata service
+        "https://[2002:7f00:1::1]/hooks",  # 6to4 of 127.0.0.1
+        "https://[::ffff:169.254.169.254]/latest/meta-data",  # IPv4-mapped
+        "https://100.64.0.1/hooks",  # shared (CGNAT)
+        "https://[fe80::1]/hooks",
+    ],
+)
+def test_nat64_6to4_mapped_and_shared_addresses_are_refused(strict: Strict, url: str):
+    assert strict.refused_url(url) == "ADDRESS_NOT_ALLOWED"
+    assert strict.refused_url(url, (TEST,)) == "ADDRESS_NOT_ALLOWED"
+
+
+def test_the_development_switch_still_refuses_envoys_admin_port(
+    hooks_channel: grpc.Channel, new_partner: PartnerCreds
+):
+    # The hooks server runs with FLINT_WEBHOOKS_ALLOW_LOOPBACK=1 (tests/webhooks/conftest.py).
+    dev = Strict(hooks_channel, new_partner)
+    for url in ("http://127.0.0.1:9901/config_dump", "http://localhost:50051/"):
+        assert dev.refused_url(url, (TEST,)) == "ADDRESS_NOT_ALLOWED"
+    assert dev.create("http://127.0.0.1:3999/hooks", (TEST,)).url.endswith(":3999/hooks")
+
+
+def test_the_development_switch_never_covers_a_live_endpoint(
+    hooks_channel: grpc.Channel, new_partner: PartnerCreds
+):
+    dev = Strict(hooks_channel, new_partner)
+    assert dev.refused_url("https://127.0.0.1:3999/hooks") == "ADDRESS_NOT_ALLOWED"
+    assert dev.refused_url("http://127.0.0.1:3999/hooks", (TEST, LIVE)) == "ADDRESS_NOT_ALLOWED"
+    created = dev.create("http://127.0.0.1:3999/hooks", (TEST,))
+    # Adding live later is refused too (the stored URL is checked again).
+    with pytest.raises(grpc.RpcError) as caught:
+        dev.stub.UpdateWebhookEndpoint(
+            pb.UpdateWebhookEndpointRequest(
+                webhook_endpoint=pb.WebhookEndpoint(id=created.id, environments=[TEST, LIVE]),
+                update_mask=field_mask_pb2.FieldMask(paths=["environments"]),
+            ),
+            metadata=dev.auth,
+        )
+    assert grpc_error(caught.value).reason == "ADDRESS_NOT_ALLOWED"

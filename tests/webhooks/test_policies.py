@@ -11,7 +11,11 @@ from standardwebhooks import Webhook
 
 from flint.webhooks import retry, signing
 from flint.webhooks.addresses import (
+    DEFAULT_OWN_PORTS,
+    REFUSED_PORTS_ENV,
     AddressRefused,
+    AddressRules,
+    PortsError,
     address_problem,
     resolve_target,
     url_problem,
@@ -82,27 +86,93 @@ def test_retry_after_header_forms():
 
 # --- addresses ------------------------------------------------------------------
 
+STRICT = AddressRules()
+DEVELOPMENT = AddressRules(allow_loopback=True, own_ports=frozenset({9901, 50051}))
+
 
 @pytest.mark.parametrize(
     "address",
-    ["10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.100.100.200", "fd00::1"],
+    [
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.100.100.200",
+        "fd00::1",
+        "fe80::1",
+        "0.0.0.0",  # noqa: S104 - connecting to it reaches the local host
+        "::",
+        "224.0.0.1",
+        "ff02::1",
+    ],
 )
 def test_private_link_local_and_metadata_addresses_are_refused(address: str):
-    assert address_problem(ip_address(address), allow_loopback=True) is not None
+    # The development switch allows loopback only, never these.
+    assert address_problem(ip_address(address), 443, DEVELOPMENT) is not None
 
 
-def test_ipv4_mapped_ipv6_is_checked_as_ipv4():
-    assert address_problem(ip_address("::ffff:10.0.0.1"), allow_loopback=True) is not None
+@pytest.mark.parametrize(
+    "address", ["::ffff:10.0.0.1", "::ffff:127.0.0.1", "::ffff:169.254.169.254"]
+)
+def test_ipv4_mapped_ipv6_is_checked_as_ipv4(address: str):
+    assert address_problem(ip_address(address), 443, STRICT) is not None
 
 
-def test_loopback_only_with_the_development_setting():
-    for address in ("127.0.0.1", "::1"):
-        assert address_problem(ip_address(address), allow_loopback=False) is not None
-        assert address_problem(ip_address(address), allow_loopback=True) is None
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b::5db8:d822",  # NAT64 of a public address: still a gateway hop
+        "64:ff9b:1::a00:1",  # the local-use NAT64 prefix
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:5db8:d822::1",  # 6to4 of a public address
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+    ],
+)
+def test_nat64_6to4_and_ipv4_compatible_addresses_are_refused(address: str):
+    # Python counts these as global; each lands on an embedded IPv4 address.
+    assert address_problem(ip_address(address), 443, DEVELOPMENT) is not None
+
+
+def test_loopback_only_with_the_development_switch():
+    for address in ("127.0.0.1", "127.1.2.3", "::1"):
+        assert address_problem(ip_address(address), 3000, STRICT) is not None
+        assert address_problem(ip_address(address), 3000, DEVELOPMENT) is None
+
+
+def test_the_development_switch_still_refuses_flints_own_ports():
+    for port in (9901, 50051):
+        problem = address_problem(ip_address("127.0.0.1"), port, DEVELOPMENT)
+        assert problem is not None
+        assert str(port) in problem
+
+
+def test_flints_default_ports_are_always_refused_and_the_supervisor_adds_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    monkeypatch.setenv("FLINT_WEBHOOKS_ALLOW_LOOPBACK", "1")
+    monkeypatch.setenv(REFUSED_PORTS_ENV, "18080, 19901")
+    rules = AddressRules.from_env()
+    assert rules.allow_loopback
+    assert rules.own_ports == DEFAULT_OWN_PORTS | {18080, 19901}
+    assert {8080, 9901, 8081, 50051} <= DEFAULT_OWN_PORTS
+
+
+def test_a_refused_ports_setting_that_is_not_ports_is_an_error(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv(REFUSED_PORTS_ENV, "9901,admin")
+    with pytest.raises(PortsError, match="admin"):
+        AddressRules.from_env()
+
+
+def test_the_development_switch_is_off_unless_set(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("FLINT_WEBHOOKS_ALLOW_LOOPBACK", raising=False)
+    assert not AddressRules.from_env().allow_loopback
 
 
 def test_public_address_passes():
-    assert address_problem(ip_address("93.184.216.34"), allow_loopback=False) is None
+    assert address_problem(ip_address("93.184.216.34"), 443, STRICT) is None
+    assert address_problem(ip_address("2606:2800:220:1:248:1893:25c8:1946"), 443, STRICT) is None
 
 
 def test_a_host_resolving_to_a_private_address_is_refused_at_delivery():
@@ -110,13 +180,48 @@ def test_a_host_resolving_to_a_private_address_is_refused_at_delivery():
         return ["93.184.216.34", "10.0.0.7"]  # one bad address is enough
 
     with pytest.raises(AddressRefused, match=r"10\.0\.0\.7"):
-        resolve_target("https://hooks.example.com/x", allow_loopback=False, resolver=resolver)
+        resolve_target(
+            "https://hooks.example.com/x", live=False, rules=DEVELOPMENT, resolver=resolver
+        )
+
+
+def test_a_host_resolving_to_nat64_is_refused_at_delivery():
+    with pytest.raises(AddressRefused, match="NAT64"):
+        resolve_target(
+            "https://hooks.example.com/x",
+            live=False,
+            rules=STRICT,
+            resolver=lambda host, port: ["64:ff9b::a9fe:a9fe"],
+        )
+
+
+def test_a_live_endpoint_resolving_to_loopback_is_refused_even_in_development():
+    """DNS rebinding: the name passed when saved, then resolves to 127.0.0.1."""
+
+    def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    url = "https://hooks.example.com:3000/x"
+    assert resolve_target(url, live=False, rules=DEVELOPMENT, resolver=resolver)
+    with pytest.raises(AddressRefused, match="loopback"):
+        resolve_target(url, live=True, rules=DEVELOPMENT, resolver=resolver)
+
+
+def test_a_host_resolving_to_flints_admin_port_is_refused_at_delivery_in_development():
+    with pytest.raises(AddressRefused, match="9901"):
+        resolve_target(
+            "http://rebind.example.com:9901/config_dump",
+            live=False,
+            rules=DEVELOPMENT,
+            resolver=lambda host, port: ["127.0.0.1"],
+        )
 
 
 def test_delivery_connects_to_the_checked_address_keeping_host_and_sni():
     target = resolve_target(
         "https://hooks.example.com:8443/x?y=1",
-        allow_loopback=False,
+        live=True,
+        rules=STRICT,
         resolver=lambda host, port: ["93.184.216.34"],
     )
     assert target.url == "https://93.184.216.34:8443/x?y=1"
@@ -125,8 +230,38 @@ def test_delivery_connects_to_the_checked_address_keeping_host_and_sni():
 
 
 def test_https_is_required_for_live_but_not_for_test_only_endpoints():
-    assert url_problem("http://hooks.example.com/x", live=True, allow_loopback=False) is not None
-    assert url_problem("http://hooks.example.com/x", live=False, allow_loopback=False) is None
+    assert url_problem("http://hooks.example.com/x", live=True, rules=STRICT) is not None
+    assert url_problem("http://hooks.example.com/x", live=False, rules=STRICT) is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9901/config_dump",
+        "http://localhost:9901/clusters",
+        "http://[::1]:9901/reset_counters",
+        "http://[::ffff:127.0.0.1]:50051/",
+        "http://127.0.0.1/",  # port 80 is not Flint's, but the switch is off
+    ],
+)
+def test_loopback_urls_are_refused_when_saved_without_the_switch(url: str):
+    problem = url_problem(url, live=False, rules=STRICT)
+    assert problem is not None
+    assert problem.reason == "ADDRESS_NOT_ALLOWED"
+
+
+def test_the_switch_allows_a_test_only_loopback_receiver_but_not_flints_ports_nor_live():
+    assert url_problem("http://127.0.0.1:3000/hooks", live=False, rules=DEVELOPMENT) is None
+    assert url_problem("http://localhost:3000/hooks", live=False, rules=DEVELOPMENT) is None
+    for url, live in (
+        ("http://127.0.0.1:9901/config_dump", False),
+        ("http://localhost:50051/", False),
+        ("http://127.0.0.1:3000/hooks", True),
+        ("https://127.0.0.1:3000/hooks", True),
+    ):
+        problem = url_problem(url, live=live, rules=DEVELOPMENT)
+        assert problem is not None, url
+        assert problem.reason == "ADDRESS_NOT_ALLOWED", url
 
 
 # --- signatures -----------------------------------------------------------------

@@ -31,7 +31,7 @@ from flint.webhooks.service import active_secrets
 from flint.webhooks.v1 import webhooks_service_pb2 as pb
 from flint.webhooks.worker import Worker
 from tests.conftest import flint_env
-from tests.webhooks.conftest import Hooks, wait_until_sequenced
+from tests.webhooks.conftest import LIVE, TEST, Hooks, wait_until_sequenced
 from tests.webhooks.support import (
     Received,
     attempts,
@@ -250,6 +250,44 @@ def test_loopback_is_refused_at_delivery_without_the_development_setting(
         assert rx.requests == []
     [attempt] = attempts(db, deliveries(db, endpoint.id)[0].id)
     assert "loopback" in attempt.error
+
+
+def test_a_live_endpoint_re_pointed_at_loopback_is_refused_at_delivery_even_in_development(
+    hooks: Hooks, db: Database
+):
+    """DNS rebinding: the name passed when saved, then resolves to 127.0.0.1.
+    The development switch is on (fast_settings) but covers test-only endpoints."""
+    with receiver() as rx:
+        port = rx.server.server_address[1]
+        rebound = fast_settings(schedule=(), resolver=lambda host, port: ["127.0.0.1"])
+        live = hooks.create_endpoint(
+            f"https://rebind.partner.example:{port}/x", environments=(TEST, LIVE)
+        )
+        test_only = hooks.create_endpoint(f"http://rebind.partner.example:{port}/x")
+        with running_worker(db, rebound):
+            hooks.merchant.create_order()
+            eventually(lambda: deliveries(db, live.id)[0].status == "failed")
+            rx.wait_for(1)  # the test-only endpoint is delivered to
+        assert len(rx.requests) == 1
+    [attempt] = attempts(db, deliveries(db, live.id)[0].id)
+    assert "address refused" in attempt.error
+    assert "loopback" in attempt.error
+    assert deliveries(db, test_only.id)[0].status == "succeeded"
+
+
+def test_flints_own_ports_are_refused_at_delivery_even_in_development(hooks: Hooks, db: Database):
+    with receiver() as rx:
+        port = rx.server.server_address[1]
+        endpoint = hooks.create_endpoint(f"http://own-port.partner.example:{port}/x")
+        own = fast_settings(
+            schedule=(), resolver=lambda host, port: ["127.0.0.1"], own_ports=frozenset({port})
+        )
+        with running_worker(db, own):
+            hooks.merchant.create_order()
+            eventually(lambda: deliveries(db, endpoint.id)[0].status == "failed")
+        assert rx.requests == []
+    [attempt] = attempts(db, deliveries(db, endpoint.id)[0].id)
+    assert f"port {port}, which Flint itself uses" in attempt.error
 
 
 def test_history_is_kept_thirty_days_then_purged(hooks: Hooks, db: Database):

@@ -32,6 +32,13 @@ HOSTED_PREFIXES = (
 # REQUEST_TOO_LARGE. Well under the gRPC server's 4 MiB message limit even after
 # transcoding (whose refusal would be RESOURCE_EXHAUSTED, a 429 clients retry).
 MAX_REQUEST_BYTES = 1024 * 1024
+# Request headers and URL together (a long query string counts): over it, 400
+# REQUEST_HEADERS_TOO_LARGE. Well under the gRPC server's metadata limit (64 KiB)
+# even with the copy of the path Envoy adds for the server.
+MAX_REQUEST_HEADERS_KB = 16
+# A client's x-request-id longer than this, or not a plain token, is replaced
+# (the same rule as the gRPC server's, server/rpc.py).
+MAX_REQUEST_ID_LENGTH = 128
 
 # Envoy's own error replies, as (HTTP status, google.rpc.Code, reason).
 LOCAL_REPLIES = (
@@ -122,6 +129,8 @@ def render_config(settings: EnvoySettings) -> str:
         hosted_prefixes=HOSTED_PREFIXES,
         local_replies=LOCAL_REPLIES,
         max_request_bytes=MAX_REQUEST_BYTES,
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
+        max_request_id_length=MAX_REQUEST_ID_LENGTH,
     )
     return rendered
 

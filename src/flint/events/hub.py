@@ -144,10 +144,15 @@ class Hub:
         position: int | None,
         heartbeat_seconds: float,
         still_allowed: Callable[[], bool],
+        *,
+        announce: bool = False,
     ) -> AsyncIterator[EventRecord | int]:
         """Events after `position` (None: from now) in cursor order; an int is a
-        heartbeat carrying the position reached. Ends when `still_allowed` says
-        the reader lost access (asked at least once per heartbeat interval)."""
+        heartbeat carrying the position reached in the reader's own events.
+        With `announce`, the first item is such a heartbeat, sent as soon as
+        the stream is subscribed (so a client knows that events from then on
+        will reach it). Ends when `still_allowed` says the reader lost access
+        (asked at least once per heartbeat interval)."""
         sub = Subscription(reader, types)
         self._subscribers.add(sub)
         newest = await asyncio.to_thread(self._max_cursor)
@@ -155,11 +160,18 @@ class Hub:
             # The poller idled without subscribers: skip the backlog nobody waits
             # for. (With others listening, moving the head could skip theirs.)
             self.head = max(self.head, newest)
-        last = newest if position is None else position
+        # A heartbeat carries `last`: it only ever moves with this reader's own
+        # events, never with other tenants'.
+        if position is None:
+            last = await asyncio.to_thread(self._own_position, reader, newest)
+        else:
+            last = position
         # Access is checked at least once per heartbeat interval, events flowing
         # or not: a busy stream never goes idle, and must still end on revocation.
         checked = time.monotonic()
         try:
+            if announce:
+                yield last
             backfill = True
             while True:
                 if time.monotonic() - checked >= heartbeat_seconds:
@@ -190,6 +202,10 @@ class Hub:
                     last = queued.cursor or last
         finally:
             self._subscribers.discard(sub)
+
+    def _own_position(self, reader: Reader, newest: int) -> int:
+        with self._db.read() as session:
+            return service.own_position(session, reader, newest)
 
     def _backfill(self, reader: Reader, position: int, types: Sequence[str]) -> list[EventRecord]:
         with self._db.read() as session:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from flint.common.errors import Code, FlintError, invalid_argument, not_found
@@ -140,3 +140,15 @@ def events_after(
     if types:
         query = query.where(EventRecord.type.in_(list(types)))
     return list(session.scalars(query.order_by(EventRecord.cursor).limit(limit)))
+
+
+def own_position(session: Session, reader: Reader, newest: int) -> int:
+    """Where a stream that starts "from now" stands for `reader`: the cursor of
+    the last event at or before the platform's `newest` that the reader may
+    see (0 if none). Not `newest` itself: a heartbeat carries this position,
+    and the platform-wide cursor would show how many events other tenants
+    make. Resuming from it misses nothing, as the reader may see no event
+    between it and `newest`."""
+    query = visible(reader).where(EventRecord.cursor <= newest)
+    position = session.scalar(query.with_only_columns(func.max(EventRecord.cursor)))
+    return int(position or 0)

@@ -92,7 +92,7 @@ class EventsServicer(pb_grpc.EventsServiceServicer):
                 return record is not None and record.is_active(self._db.clock())
 
         async for item in self._hub.follow(
-            reader, list(request.types), position, heartbeat, still_allowed
+            reader, list(request.types), position, heartbeat, still_allowed, announce=True
         ):
             if isinstance(item, int):
                 yield pb.StreamEventsResponse(

@@ -88,6 +88,8 @@ DEFAULT_WORKER_THREADS = 16
 # (GetOrder ran 10-20 % faster on 2 threads than on 16 shared; 4 leave room for
 # a slow query).
 DEFAULT_READ_THREADS = 4
+# Request metadata a call may carry (see the server options).
+MAX_METADATA_BYTES = 64 * 1024
 # How long `stop` waits for the event hub to close its LISTEN connection.
 HUB_STOP_SECONDS = 5.0
 
@@ -136,7 +138,15 @@ async def start_server(
     read_executor = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="flint-read")
     server = grpc.aio.server(
         # Refuse a port another server holds instead of silently sharing it.
-        options=[("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            # Metadata up to 64 KiB, always (soft = hard: no random refusals in
+            # between). Envoy refuses requests whose headers and URL pass 16 KiB
+            # (431) and adds a copy of the path, so whatever it lets through fits
+            # here instead of failing as RESOURCE_EXHAUSTED (a 429 clients retry).
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ],
     )
     hub = Hub(db)
     pipeline = Pipeline(db, SERVICE_FILES, reads=read_executor, writes=executor, issuer=issuer)

@@ -1,9 +1,10 @@
 """Every Flint RPC runs through one wrapper, built once per method when the
 server starts (grpc.aio interceptors would rebuild their handlers on every call):
 
-1. a request id (the caller's `x-request-id`, or a new one), sent back in the
-   trailing metadata of unary calls (with the status: no extra send) and the
-   initial metadata of streams, and one log line per call;
+1. a request id (the caller's `x-request-id` when it is a plain token, or a
+   new one), sent back in the trailing metadata of unary calls (with the
+   status: no extra send) and the initial metadata of streams (with the first
+   message), and one log line per call;
 2. authentication and the method's access rule — a method without a rule is
    refused: access is fail-closed;
 3. requests with a NUL in any string are refused (see server/characters.py);
@@ -23,6 +24,7 @@ import asyncio
 import contextvars
 import inspect
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -181,11 +183,18 @@ class Pipeline:
 
         async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
             call, started = _begin(spec, context)
-            await context.send_initial_metadata(call.response_metadata)
             try:
                 await _in_pool(spec.pool, self._authenticate, spec, call)
                 _refuse_if_refused(request)
+                # The headers go out with the first message, not before: a call
+                # refused before it (a bad credential, a missing scope, a bad
+                # cursor) ends with its status alone, so Envoy answers SSE
+                # clients 401/403/400 with the JSON error instead of 200.
+                headers_sent = False
                 async for item in behavior(request, context):
+                    if not headers_sent:
+                        await context.send_initial_metadata(call.response_metadata)
+                        headers_sent = True
                     yield item
             except Exception as error:
                 await _abort(call, context, error, started)
@@ -248,13 +257,24 @@ def _begin(spec: _Method, context: Any) -> tuple[CallState, float]:
         key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
     }
     call = CallState(
-        request_id=metadata.get("x-request-id") or uuid.uuid4().hex,
+        request_id=request_id(metadata.get("x-request-id", "")),
         method=spec.name,
         metadata=metadata,
     )
     # Each RPC runs in its own task, so this is the call's own context.
     _current_call.set(call)
     return call, time.perf_counter()
+
+
+# A caller's request id is kept only when it is a plain token that fits in a
+# log line: it is echoed in response metadata, where gRPC refuses a TAB or
+# non-ASCII text (the whole call then failed with INTERNAL "Invalid metadata").
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+
+
+def request_id(sent: str) -> str:
+    """The caller's `x-request-id`, or a fresh one in place of a missing or unfit one."""
+    return sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
 
 
 def _finish(call: CallState, started: float) -> None:

@@ -62,10 +62,11 @@ from flint.common.ids import new_id
 from flint.events.presenter import Reader, event_json
 from flint.webhooks import presenter, retry, signing
 from flint.webhooks.addresses import (
+    DEFAULT_OWN_PORTS,
     AddressRefused,
+    AddressRules,
     Resolver,
     Target,
-    loopback_allowed_by_env,
     resolve_target,
     system_resolver,
 )
@@ -113,7 +114,10 @@ class DeliverySettings:
     max_response_bytes: int = 1024
     # An endpoint failing for this long without one success is disabled.
     disable_after: timedelta = timedelta(days=5)
+    # The development switch (loopback receivers for test-only endpoints).
     allow_loopback: bool = False
+    # Flint's own ports, refused even on loopback.
+    own_ports: frozenset[int] = DEFAULT_OWN_PORTS
     resolver: Resolver = system_resolver
     clock: Clock = system_clock
     # Certificates are checked against the endpoint's host name; tests trust their own CA.
@@ -121,7 +125,13 @@ class DeliverySettings:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> DeliverySettings:
-        return replace(cls(allow_loopback=loopback_allowed_by_env()), **overrides)
+        rules = AddressRules.from_env()
+        base = cls(allow_loopback=rules.allow_loopback, own_ports=rules.own_ports)
+        return replace(base, **overrides)
+
+    @property
+    def address_rules(self) -> AddressRules:
+        return AddressRules(allow_loopback=self.allow_loopback, own_ports=self.own_ports)
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,8 @@ class Job:
     origin: str
     body: bytes
     secrets: tuple[str, ...] = field(repr=False)
+    # The endpoint receives live events: the development switch does not apply.
+    live: bool = True
 
 
 @dataclass(frozen=True)
@@ -288,14 +300,16 @@ def _start_attempts(
         )
         .execution_options(synchronize_session=False)
     )
-    urls: dict[str, str] = {
-        endpoint_id: url
-        for endpoint_id, url in session.execute(
-            select(WebhookEndpointRecord.id, WebhookEndpointRecord.url).where(
-                _among(session, WebhookEndpointRecord.id, {d.endpoint_id for d in due})
-            )
-        )
-    }
+    urls: dict[str, str] = {}
+    live: set[str] = set()
+    for endpoint_id, url, environments in session.execute(
+        select(
+            WebhookEndpointRecord.id, WebhookEndpointRecord.url, WebhookEndpointRecord.environments
+        ).where(_among(session, WebhookEndpointRecord.id, {d.endpoint_id for d in due}))
+    ):
+        urls[endpoint_id] = url
+        if "live" in environments:
+            live.add(endpoint_id)
     bodies: dict[tuple[str, str], str] = {
         (event_id, install_id): body
         for event_id, install_id, body in session.execute(
@@ -341,6 +355,7 @@ def _start_attempts(
             origin=d.origin,
             body=bodies[(d.event_id, d.install_id)].encode(),
             secrets=signing_secrets[d.endpoint_id],
+            live=d.endpoint_id in live,
         )
         for d in due
     ]
@@ -455,7 +470,7 @@ class Sender:
         self._busy: Counter[str] = Counter()
         self._dns: dict[tuple[str, int], tuple[float, Sequence[str]]] = {}
         # Checked addresses by endpoint URL, as long as their DNS answer is kept.
-        self._targets: dict[str, tuple[float, Target]] = {}
+        self._targets: dict[tuple[str, bool], tuple[float, Target]] = {}
 
     async def __aenter__(self) -> Sender:
         return self
@@ -492,31 +507,31 @@ class Sender:
         self._dns[(host, port)] = (time.monotonic(), addresses)
         return addresses
 
-    def _target(self, url: str) -> Target:
+    def _target(self, url: str, live: bool) -> Target:
         return resolve_target(
-            url, allow_loopback=self._settings.allow_loopback, resolver=self._resolve
+            url, live=live, rules=self._settings.address_rules, resolver=self._resolve
         )
 
-    async def target(self, url: str) -> Target:
+    async def target(self, url: str, *, live: bool = True) -> Target:
         """The checked address to connect to. Resolving a host name may block, so
         a name not recently resolved is looked up off the event loop."""
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         now = time.monotonic()
-        checked = self._targets.get(url)
+        checked = self._targets.get((url, live))
         if checked is not None and now - checked[0] < DNS_CACHE_SECONDS:
             return checked[1]
         cached = self._dns.get((host, port))
         fresh = cached is not None and now - cached[0] < DNS_CACHE_SECONDS
         if fresh or _is_address(host):
-            target = self._target(url)
+            target = self._target(url, live)
         else:
-            target = await asyncio.to_thread(self._target, url)
+            target = await asyncio.to_thread(self._target, url, live)
         # The check's answer is kept no longer than the DNS answer it rests on.
         if len(self._targets) >= MAX_TARGETS:
             self._targets.clear()
-        self._targets[url] = (self._dns.get((host, port), (now,))[0], target)
+        self._targets[(url, live)] = (self._dns.get((host, port), (now,))[0], target)
         return target
 
     async def send(self, job: Job) -> Result:
@@ -530,7 +545,7 @@ class Sender:
             return Result(started, settings.clock(), latency_ms=latency, **fields)
 
         try:
-            target = await self.target(job.url)
+            target = await self.target(job.url, live=job.live)
         except AddressRefused as error:
             return done(error=f"address refused: {error}"[:500])
         headers = {

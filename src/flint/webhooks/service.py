@@ -24,7 +24,7 @@ from flint.common.validation import update_paths
 from flint.events import catalog
 from flint.installs.models import InstallRecord
 from flint.webhooks import presenter, signing
-from flint.webhooks.addresses import url_problem
+from flint.webhooks.addresses import AddressRules, url_problem
 from flint.webhooks.fanout import (
     ENDPOINT_OBJECT,
     ensure_payload,
@@ -86,7 +86,7 @@ class EndpointView:
 # --- validation -----------------------------------------------------------------
 
 
-def _validate(values: EndpointFields, violations: Violations, *, allow_loopback: bool) -> None:
+def _validate(values: EndpointFields, violations: Violations, *, rules: AddressRules) -> None:
     prefix = "webhook_endpoint."
     environments = list(values.environments)
     if not environments:
@@ -98,7 +98,7 @@ def _validate(values: EndpointFields, violations: Violations, *, allow_loopback:
             )
         elif environments.index(environment) != index:
             violations.add(f"{prefix}environments[{index}]", "DUPLICATE_VALUE", "is listed twice")
-    problem = url_problem(values.url, live="live" in environments, allow_loopback=allow_loopback)
+    problem = url_problem(values.url, live="live" in environments, rules=rules)
     if problem:
         violations.add(prefix + "url", problem.reason, problem.description)
     events = list(values.enabled_events)
@@ -277,7 +277,7 @@ def create_endpoint(
     app_id: str,
     values: EndpointFields,
     *,
-    allow_loopback: bool,
+    rules: AddressRules,
 ) -> EndpointView:
     values = EndpointFields(
         url=values.url.strip(),
@@ -287,7 +287,7 @@ def create_endpoint(
         status=values.status,
     )
     violations = Violations()
-    _validate(values, violations, allow_loopback=allow_loopback)
+    _validate(values, violations, rules=rules)
     violations.raise_if_any()
     app = apps.get_app(uow.session, principal, app_id)
     # Concurrent creates for one app take turns, so none counts past the limit.
@@ -389,7 +389,7 @@ def update_endpoint(
     values: EndpointFields,
     mask: Sequence[str],
     *,
-    allow_loopback: bool,
+    rules: AddressRules,
 ) -> EndpointView:
     """Sets the fields named in `mask` (every non-empty field when empty)."""
     paths = update_paths(
@@ -411,7 +411,7 @@ def update_endpoint(
     )
     violations = Violations()
     # Changing environments can make the stored URL unacceptable (live needs https).
-    _validate(merged, violations, allow_loopback=allow_loopback)
+    _validate(merged, violations, rules=rules)
     violations.raise_if_any()
     now = uow.now
     missed = None

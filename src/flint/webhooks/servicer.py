@@ -69,7 +69,7 @@ class WebhooksServicer(pb_grpc.WebhooksServiceServicer):
                 current_principal(),
                 request.app_id,
                 endpoint_fields(request.webhook_endpoint),
-                allow_loopback=self._settings.allow_loopback,
+                rules=self._settings.address_rules,
             )
             return idempotency.commit(uow, presenter.endpoint_pb(view))
 
@@ -107,7 +107,7 @@ class WebhooksServicer(pb_grpc.WebhooksServiceServicer):
                 request.webhook_endpoint.id,
                 endpoint_fields(request.webhook_endpoint),
                 list(request.update_mask.paths),
-                allow_loopback=self._settings.allow_loopback,
+                rules=self._settings.address_rules,
             )
             return idempotency.commit(uow, presenter.endpoint_pb(view))
 
