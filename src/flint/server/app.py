@@ -44,12 +44,14 @@ from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.idempotency import purge_expired
 from flint.common.logs import log_event
+from flint.common.ratelimit import Limiter, limiter_from_env
 from flint.events.hub import Hub
 from flint.events.sequencer import Sequencer
 from flint.events.servicer import EventsServicer
 from flint.events.v1 import events_service_pb2
 from flint.installs.servicer import InstallsServicer, OAuthServicer
 from flint.installs.v1 import installs_service_pb2
+from flint.server.ratelimit import RateLimits
 from flint.server.rpc import Pipeline
 from flint.webhooks.fanout import fan_out
 from flint.webhooks.servicer import WebhooksServicer
@@ -122,6 +124,7 @@ async def start_server(
     read_threads: int = DEFAULT_READ_THREADS,
     issuer: str | None = None,
     processor: Processor | None = None,
+    limiter: Limiter | None = None,
 ) -> RunningServer:
     # The built-in test processor until a real acquirer is configured.
     processor = processor or TestProcessor()
@@ -133,7 +136,12 @@ async def start_server(
         options=[("grpc.so_reuseport", 0)],
     )
     hub = Hub(db)
-    pipeline = Pipeline(db, SERVICE_FILES, reads=read_executor, writes=executor, issuer=issuer)
+    # The shared store FLINT_RATE_LIMIT_URL names (flint up starts one for
+    # several replicas), else this process's memory.
+    limits = RateLimits(db, limiter or limiter_from_env())
+    pipeline = Pipeline(
+        db, SERVICE_FILES, reads=read_executor, writes=executor, issuer=issuer, limits=limits
+    )
     for servicer, file, service in (
         (AccountsServicer(db), accounts_service_pb2, "AccountsService"),
         (AppsServicer(db), apps_service_pb2, "AppsService"),

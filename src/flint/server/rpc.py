@@ -5,7 +5,8 @@ server starts (grpc.aio interceptors would rebuild their handlers on every call)
    trailing metadata of unary calls (with the status: no extra send) and the
    initial metadata of streams, and one log line per call;
 2. authentication and the method's access rule — a method without a rule is
-   refused: access is fail-closed;
+   refused: access is fail-closed — then the caller's rate limit (see
+   server/ratelimit.py), whose RateLimit-* fields go back as metadata;
 3. on write RPCs, the caller's `idempotency-key` (see server/idempotency.py);
 4. the handler: synchronous handlers, which talk to the database, run on a
    worker pool together with 2 and 3, in one hop off the event loop (reads and
@@ -41,6 +42,7 @@ from flint.common.db import Database
 from flint.common.errors import Code, FlintError
 from flint.common.logs import log_event
 from flint.server import idempotency
+from flint.server import ratelimit as rate_limits
 from flint.server.access import access_rules
 from flint.server.idempotency import write_methods
 from flint.server.status import GRPC_CODES, STATUS_DETAILS_KEY, to_rpc_status
@@ -61,11 +63,13 @@ class CallState:
     # "claimed" or "replayed" when the call came with an idempotency key.
     idempotency: str = ""
     logged: bool = False
+    # The RateLimit-* fields of limited callers.
+    rate_limit: tuple[tuple[str, str], ...] = ()
 
     @property
     def response_metadata(self) -> tuple[tuple[str, str], ...]:
         """The metadata every answer carries."""
-        return (("x-request-id", self.request_id),)
+        return (("x-request-id", self.request_id), *self.rate_limit)
 
 
 _current_call: contextvars.ContextVar[CallState] = contextvars.ContextVar("flint_call")
@@ -89,6 +93,8 @@ class _Method:
     replay_class: type[Message] | None
     # The pool its synchronous part runs on.
     pool: Executor
+    # Counts against the caller's write limit (else its read limit).
+    write: bool
 
 
 class Pipeline:
@@ -102,8 +108,11 @@ class Pipeline:
         reads: Executor,
         writes: Executor,
         issuer: str,
+        limits: rate_limits.RateLimits | None = None,
     ) -> None:
         files = tuple(files)
+        # None: no rate limits (tests of the pipeline itself).
+        self._limits = limits
         self._db = db
         self._read_pool = reads
         self._write_pool = writes
@@ -133,6 +142,7 @@ class Pipeline:
             scope=rule.scope if rule else "",
             replay_class=self._write_methods.get(name),
             pool=self._write_pool if name in self._write_methods else self._read_pool,
+            write=name in self._write_methods,
         )
         behavior = getattr(servicer, method.name)
         request_class = GetMessageClass(method.input_type)
@@ -164,8 +174,13 @@ class Pipeline:
             try:
                 if run_async:
                     await _in_pool(spec.pool, self._authenticate, spec, call)
+                    await _send_rate_limit(call, context)
                     return await behavior(request, context)
-                return await _in_pool(spec.pool, self._run, spec, call, behavior, request, context)
+                response = await _in_pool(
+                    spec.pool, self._run, spec, call, behavior, request, context
+                )
+                await _send_rate_limit(call, context)
+                return response
             except Exception as error:
                 await _abort(call, context, error, started)
             finally:
@@ -222,7 +237,22 @@ class Pipeline:
             )
         authorize(principal, spec.principals, spec.scope)
         call.principal = principal
+        if self._limits is not None:
+            decision = self._limits.check(principal, write=spec.write)
+            if decision is not None:
+                call.rate_limit = rate_limits.headers(decision)
+                if not decision.allowed:
+                    raise rate_limits.rate_limited(decision)
         return principal
+
+
+async def _send_rate_limit(call: CallState, context: Any) -> None:
+    # In the initial metadata of an answer: Envoy's transcoder turns those (not a
+    # unary answer's trailers) into the REST response's headers. A refusal has no
+    # answer: its trailers (response_metadata) are the headers of a trailers-only
+    # response, which Envoy passes on too.
+    if call.rate_limit:
+        await context.send_initial_metadata(call.rate_limit)
 
 
 async def _in_pool(pool: Executor, function: Callable[..., Any], *args: Any) -> Any:
