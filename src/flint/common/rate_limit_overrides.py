@@ -14,8 +14,10 @@ from datetime import datetime
 from sqlalchemy import Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from flint.accounts.models import MerchantRecord, PartnerRecord
+from flint.apps.models import AppRecord
 from flint.common.db import Base
-from flint.common.errors import invalid_argument
+from flint.common.errors import invalid_argument, not_found
 
 # Far above any real need; keeps a typo from turning into an unlimited caller.
 MAX_PER_SECOND = 100_000
@@ -68,6 +70,19 @@ def subject_for(
     if app_id:
         return app_subject(app_id, merchant_id, environment)
     return merchant_subject(merchant_id, environment)
+
+
+def require_callers_exist(
+    session: Session, *, merchant_id: str = "", partner_id: str = "", app_id: str = ""
+) -> None:
+    """A limit for a mistyped id would silently limit nobody: refuse it."""
+    for model, resource, value in (
+        (MerchantRecord, "merchant", merchant_id),
+        (PartnerRecord, "partner", partner_id),
+        (AppRecord, "app", app_id),
+    ):
+        if value and session.get(model, value) is None:
+            raise not_found(resource, value)
 
 
 def _checked(name: str, value: int) -> int:
