@@ -32,6 +32,7 @@ from flint.supervisor import wait_for_envoy, wait_for_grpc
 # limiter stays on (tests/server/test_rate_limits.py sets tight limits per caller).
 os.environ.setdefault("FLINT_RATE_LIMIT_TEST_PER_SECOND", "100000")
 os.environ.setdefault("FLINT_RATE_LIMIT_LIVE_PER_SECOND", "100000")
+os.environ.setdefault("FLINT_HOSTED_RATE_LIMIT_PER_SECOND", "100000")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "FLINT_TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test"
