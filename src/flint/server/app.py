@@ -51,7 +51,7 @@ from flint.events.servicer import EventsServicer
 from flint.events.v1 import events_service_pb2
 from flint.installs.servicer import InstallsServicer, OAuthServicer
 from flint.installs.v1 import installs_service_pb2
-from flint.server.ratelimit import RateLimits
+from flint.server.ratelimit import RateLimits, switched_off
 from flint.server.rpc import Pipeline
 from flint.webhooks.fanout import fan_out
 from flint.webhooks.servicer import WebhooksServicer
@@ -138,7 +138,9 @@ async def start_server(
     hub = Hub(db)
     # The shared store FLINT_RATE_LIMIT_URL names (flint up starts one for
     # several replicas), else this process's memory.
-    limits = RateLimits(db, limiter or limiter_from_env())
+    limits = None if switched_off() else RateLimits(db, limiter or limiter_from_env())
+    if limits is None:
+        log_event(logger, "rate_limits_off", level=logging.WARNING, switch="FLINT_RATE_LIMITS")
     pipeline = Pipeline(
         db, SERVICE_FILES, reads=read_executor, writes=executor, issuer=issuer, limits=limits
     )

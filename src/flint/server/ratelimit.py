@@ -33,12 +33,22 @@ from flint.common.db import Database
 from flint.common.errors import Code, FlintError
 from flint.common.ratelimit import Decision, Limit, Limiter, header_seconds
 
+# "off" serves without API limits: for measuring their cost (bench), never in production.
+SWITCH_ENV = "FLINT_RATE_LIMITS"
 LIVE_ENV = "FLINT_RATE_LIMIT_LIVE_PER_SECOND"
 TEST_ENV = "FLINT_RATE_LIMIT_TEST_PER_SECOND"
 DEFAULT_LIVE_PER_SECOND = 100
 DEFAULT_TEST_PER_SECOND = 25
 OVERRIDE_CACHE_SECONDS = 10.0
 REASON = "RATE_LIMITED"
+
+
+def switched_off(environ: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if environ is None else environ
+    value = env.get(SWITCH_ENV, "on").strip().lower()
+    if value not in ("on", "off"):
+        raise ValueError(f"{SWITCH_ENV} must be on or off, not {value!r}")
+    return value == "off"
 
 
 @dataclass(frozen=True)
