@@ -88,6 +88,49 @@ def test_redis_buckets_are_shared_by_every_process_that_uses_the_store(redis_url
     second.close()
 
 
+def test_busy_callers_lease_batches_from_redis_and_replicas_never_exceed_the_bucket(
+    redis_url: str,
+):
+    clock = FakeClock()
+    first, second = RedisStore(redis_url, clock=clock), RedisStore(redis_url, clock=clock)
+    # A burst of 100 at 1 a second: leases of 10.
+    limit = Limit(per_second=1, burst=100)
+    started = time.monotonic()
+    answers = [Limiter(store).check("leased-key", limit) for store in (first, second) * 60]
+    elapsed = time.monotonic() - started
+    allowed = sum(a.allowed for a in answers)
+    # Leased requests come out of the one shared bucket: together, no more than it holds.
+    assert 100 <= allowed <= 100 + int(elapsed) + 1
+    # …in about one round trip per ten calls while the bucket had requests to lease.
+    assert first.round_trips + second.round_trips <= 10 + 20 + 2
+    # The first answer reports what the bucket holds, this replica's lease included.
+    assert answers[0].remaining == 99
+    first.close()
+    second.close()
+
+
+def test_an_unused_lease_is_dropped_after_a_second(redis_url: str):
+    clock = FakeClock()
+    store = RedisStore(redis_url, clock=clock)
+    limit = Limit(per_second=1000, burst=1000)
+    assert Limiter(store).check("stale-lease", limit).allowed
+    assert Limiter(store).check("stale-lease", limit).allowed
+    assert store.round_trips == 1
+    clock.now += 1
+    assert Limiter(store).check("stale-lease", limit).allowed
+    assert store.round_trips == 2
+    store.close()
+
+
+def test_small_limits_are_not_leased(redis_url: str):
+    store = RedisStore(redis_url)
+    limit = Limit(per_second=5, burst=5)
+    for _ in range(3):
+        Limiter(store).check("exact-key", limit)
+    assert store.round_trips == 3
+    store.close()
+
+
 def test_a_store_that_is_down_fails_open_to_limits_in_this_process():
     clock = FakeClock()
     dead = RedisStore(f"redis://127.0.0.1:{free_port()}/0", timeout=0.5)

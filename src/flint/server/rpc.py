@@ -111,7 +111,7 @@ class Pipeline:
         limits: rate_limits.RateLimits | None = None,
     ) -> None:
         files = tuple(files)
-        # None: no rate limits (tests of the pipeline itself).
+        # None: no API rate limits (FLINT_RATE_LIMITS=off).
         self._limits = limits
         self._db = db
         self._read_pool = reads
