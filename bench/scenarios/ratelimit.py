@@ -137,7 +137,7 @@ def _check_limited(targets: dict[str, str], request: bytes, token: str) -> None:
         with grpc.insecure_channel(target) as channel:
             call = channel.unary_unary(GET_ORDER)
             _, outcome = call.with_call(request, metadata=(("authorization", f"Bearer {token}"),))
-            fields = dict(outcome.initial_metadata() or ())
+            fields = dict(outcome.trailing_metadata() or ())
             if ("ratelimit-limit" in fields) != (name != "off"):
                 raise RuntimeError(f"{name}: rate limiter {'missing' if name != 'off' else 'on'}")
 

@@ -72,6 +72,9 @@ class CallState:
         return (("x-request-id", self.request_id), *self.rate_limit)
 
 
+# Set by Envoy's gRPC-JSON transcoder on the calls it made of REST requests.
+TRANSCODED_MARK = "x-envoy-original-path"
+
 _current_call: contextvars.ContextVar[CallState] = contextvars.ContextVar("flint_call")
 
 
@@ -247,12 +250,19 @@ class Pipeline:
 
 
 async def _send_rate_limit(call: CallState, context: Any) -> None:
-    # In the initial metadata of an answer: Envoy's transcoder turns those (not a
-    # unary answer's trailers) into the REST response's headers. A refusal has no
-    # answer: its trailers (response_metadata) are the headers of a trailers-only
-    # response, which Envoy passes on too.
-    if call.rate_limit:
+    """The RateLimit fields of an answer. gRPC callers get them in the trailing
+    metadata, which goes out with the status at no extra cost. For REST, Envoy's
+    transcoder makes response headers of the initial metadata only (not of a
+    unary answer's trailers), so transcoded calls (marked by the transcoder's
+    x-envoy-original-path) send them there: an extra send costing ~0.1 ms, paid
+    by REST calls alone. (A refusal is trailers-only: its trailers become the
+    headers.)"""
+    if not call.rate_limit:
+        return
+    if TRANSCODED_MARK in call.metadata:
         await context.send_initial_metadata(call.rate_limit)
+    else:
+        context.set_trailing_metadata(call.response_metadata)
 
 
 async def _in_pool(pool: Executor, function: Callable[..., Any], *args: Any) -> Any:
