@@ -40,6 +40,7 @@ from flint.server.ratelimit import Defaults, RateLimits
 from flint.supervisor import stop_process, wait_for_grpc, wait_for_redis
 
 TARGET = 0.90
+LEVEL = 16
 GETORDER_SERVER_CPU_US = 1200
 CHECKS = 2000
 # Far above what one machine can send: every call is checked, none refused.
@@ -82,12 +83,12 @@ def _best(measurements: list[Measurement]) -> Measurement:
 
 
 def run(quick: bool) -> list[Row]:
-    return measure("postgresql", Runs.for_mode(quick), turns=3)
+    # Short turns, many of them: the best of each side is compared.
+    return measure("postgresql", Runs.for_mode(True), turns=5 if quick else 10, level=LEVEL)
 
 
-def measure(database: DatabaseKind, runs: Runs, *, turns: int) -> list[Row]:
+def measure(database: DatabaseKind, runs: Runs, *, turns: int, level: int) -> list[Row]:
     off = {**UNREFUSED, "FLINT_RATE_LIMITS": "off"}
-    level = runs.levels[0]
     with FlintStack(database, extra_env=off) as stack, redis_server() as redis_url:
         targets = {
             "off": stack.grpc_target,

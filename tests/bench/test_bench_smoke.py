@@ -68,7 +68,7 @@ def test_get_order_breakdown_measures_every_server_and_step() -> None:
 
 def test_rate_limit_scenario_measures_getorder_with_the_limiter_on_and_off() -> None:
     database = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
-    rows = ratelimit.measure(database, SMOKE, turns=1)  # type: ignore[arg-type]
+    rows = ratelimit.measure(database, SMOKE, turns=1, level=4)  # type: ignore[arg-type]
 
     assert [row.scenario for row in rows] == [
         "GetOrder, rate limiter in process",
