@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
+REDIS := /usr/bin/redis-server
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
 
 .PHONY: run test test-sqlite test-postgresql lint gen gen-check breaking bench clean
@@ -27,14 +28,20 @@ dev: $(STAMP)
 # The whole suite on both databases, both at once: each run creates its own fresh
 # database and picks its own free ports. Each run's output is printed whole when
 # it ends (`make test-sqlite` / `make test-postgresql` run one, streaming).
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(REDIS)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
 
-test-sqlite: $(STAMP) $(CHROMIUM)
+test-sqlite: $(STAMP) $(CHROMIUM) $(REDIS)
 	FLINT_TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgresql: $(STAMP) $(CHROMIUM)
+test-postgresql: $(STAMP) $(CHROMIUM) $(REDIS)
 	FLINT_TEST_DATABASE=postgresql $(BIN)/pytest $(PYTEST_ARGS)
+
+# Several gRPC replicas share their rate limits through Redis (Debian's package;
+# `flint up --replicas N` starts a private one).
+$(REDIS):
+	@command -v apt-get >/dev/null || { echo "install redis-server at $(REDIS)" >&2; exit 1; }
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
 
 # Browser tests drive Debian's Chromium through Playwright (no browser download).
 $(CHROMIUM):
@@ -44,7 +51,7 @@ $(CHROMIUM):
 # Benchmarks (bench/RESULTS.md): every scenario against its baseline, in one run.
 # BENCH_QUICK=1 makes a smoke run of a few seconds per scenario.
 WRK := /usr/bin/wrk
-bench: $(STAMP) $(WRK)
+bench: $(STAMP) $(WRK) $(REDIS)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # Soak (not in CI): `flint up --replicas 2 --workers 2` on PostgreSQL under moderate

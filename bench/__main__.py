@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.harness import Measurement, Row, format_table
 
-SCENARIOS = ("api", "delivery", "streams")
+SCENARIOS = ("api", "delivery", "streams", "ratelimit")
 OUTPUT = Path("build/bench/latest.md")
 
 

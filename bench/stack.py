@@ -149,12 +149,14 @@ class FlintStack:
         path = self._workdir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def start_process(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        """Starts a child with the stack's environment and log directory; it is
-        stopped with the stack."""
+    def start_process(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Starts a child with the stack's environment (and `env` over it) and log
+        directory; it is stopped with the stack."""
         with (self._workdir / f"{name}.log").open("wb") as log:
             child = subprocess.Popen(  # noqa: S603 - our own command line
-                args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                args, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
             )
         self._children[name] = child
         return child

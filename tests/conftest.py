@@ -28,6 +28,12 @@ from flint.common.db import Database
 from flint.migrations import migrate
 from flint.supervisor import wait_for_envoy, wait_for_grpc
 
+# The suite's merchants make far more calls a second than real callers; the
+# limiter stays on (tests/server/test_rate_limits.py sets tight limits per caller).
+os.environ.setdefault("FLINT_RATE_LIMIT_TEST_PER_SECOND", "100000")
+os.environ.setdefault("FLINT_RATE_LIMIT_LIVE_PER_SECOND", "100000")
+os.environ.setdefault("FLINT_HOSTED_RATE_LIMIT_PER_SECOND", "100000")
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "FLINT_TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test"
 )
@@ -128,6 +134,32 @@ def start_grpc_server(
         process.stop()
         raise RuntimeError(f"gRPC server did not start:\n{process.log()}")
     return process, port
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis (Debian's redis-server) on a free port, for shared rate limits."""
+    from flint.supervisor import wait_for_redis
+
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    with (directory / "redis.log").open("w") as log:
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        popen = subprocess.Popen(
+            [*command, "--appendonly", "no", "--dir", str(directory)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        if not wait_for_redis(url, 30):
+            raise RuntimeError(
+                f"redis-server did not start:\n{(directory / 'redis.log').read_text()}"
+            )
+        yield url
+    finally:
+        popen.terminate()
+        popen.wait(15)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from flint import envoy
 from flint.accounts import service
 from flint.billing import cycles
 from flint.common import jobs, logs
+from flint.common import rate_limit_overrides as rate_limits
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.config import Settings
 from flint.common.db import Database
@@ -285,6 +286,47 @@ def cmd_create_internal_key(args: argparse.Namespace) -> int:
             f"  {key.secret}",
         ],
     )
+    return 0
+
+
+def cmd_set_rate_limit(args: argparse.Namespace) -> int:
+    subject = rate_limits.subject_for(
+        merchant_id=args.merchant or "",
+        partner_id=args.partner or "",
+        app_id=args.app or "",
+        environment=args.environment or "",
+    )
+
+    def change(uow: Any) -> bool:
+        if args.default:
+            return rate_limits.clear_override(uow.session, subject)
+        rate_limits.require_callers_exist(
+            uow.session,
+            merchant_id=args.merchant or "",
+            partner_id=args.partner or "",
+            app_id=args.app or "",
+        )
+        rate_limits.set_override(
+            uow.session, subject, reads=args.reads, writes=args.writes, now=uow.now
+        )
+        return True
+
+    if not args.default and (args.reads is None or args.writes is None):
+        print("flint: give --reads and --writes, or --default", file=sys.stderr)
+        return 2
+    changed = _with_uow(change)
+    if args.default:
+        data = {"subject": subject, "default": True, "removed": changed}
+        line = f"{subject}: back to the default limits"
+    else:
+        data = {
+            "subject": subject,
+            "reads_per_second": args.reads,
+            "writes_per_second": args.writes,
+        }
+        line = f"{subject}: {args.reads} reads and {args.writes} writes a second"
+    # Servers read overrides again within their cache time.
+    _emit(args, data, [line, "  (servers apply it within 10 seconds)"])
     return 0
 
 
@@ -629,6 +671,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_flag(internal)
     internal.set_defaults(handler=cmd_create_internal_key)
+
+    rate = admin_commands.add_parser(
+        "set-rate-limit",
+        help="set one caller's API rate limits (requests a second), or --default to remove",
+        description="The caller: --merchant with --environment (a secret key), --app with "
+        "--merchant and --environment (an app's tokens on one install), or --partner.",
+    )
+    rate.add_argument("--merchant", help="merchant id, mer_…")
+    rate.add_argument("--partner", help="partner id, par_…")
+    rate.add_argument("--app", help="app id, app_… (with --merchant: one install)")
+    rate.add_argument("--environment", choices=["test", "live"])
+    rate.add_argument("--reads", type=int, help="read requests a second (also the burst)")
+    rate.add_argument("--writes", type=int, help="write requests a second (also the burst)")
+    rate.add_argument("--default", action="store_true", help="back to the default limits")
+    _json_flag(rate)
+    rate.set_defaults(handler=cmd_set_rate_limit)
 
     rotate_signing = admin_commands.add_parser(
         "rotate-signing-key", help="publish a new access-token signing key"

@@ -1,16 +1,20 @@
 """`flint up`: migrate, then run every Flint process as a child — N gRPC server
 replicas, M webhook workers, the hosted web app and Envoy in front — and stop
 them all together. A replica or worker that dies is started again (with
-backoff); the hosted app and Envoy are single, so losing one stops the stack."""
+backoff); the hosted app and Envoy are single, so losing one stops the stack.
+With several replicas, a private Redis (also restarted when it dies) holds the
+rate-limit buckets they share (see common/ratelimit.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 import grpc
+import redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flint.accounts import service as accounts
@@ -26,6 +31,7 @@ from flint.common import credentials
 from flint.common.config import Settings
 from flint.common.db import Database
 from flint.common.logs import log_event
+from flint.common.ratelimit import STORE_URL_ENV
 from flint.migrations import migrate
 from flint.webhooks.addresses import REFUSED_PORTS_ENV, format_ports, parse_ports
 
@@ -97,6 +103,48 @@ def wait_for_envoy(
 
 class LayoutError(ValueError):
     """`flint up` flags that do not make a stack."""
+
+
+REDIS_SERVER = "redis-server"
+
+
+def wait_for_redis(url: str, timeout: float, keep_waiting: Callable[[], bool] = _always) -> bool:
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        while time.monotonic() < deadline and keep_waiting():
+            try:
+                if client.ping():
+                    return True
+            except redis.RedisError:
+                time.sleep(0.1)
+        return False
+    finally:
+        client.close()
+
+
+def rate_limit_store(directory: str) -> tuple[list[str], str]:
+    """The command of a private Redis for the replicas' shared rate limits, and
+    its URL: a Unix socket only this user can open, nothing saved to disk (the
+    buckets are worth a second or two)."""
+    binary = shutil.which(REDIS_SERVER)
+    if binary is None:
+        raise LayoutError(
+            f"several replicas share their rate limits through Redis: install {REDIS_SERVER} "
+            f"(apt-get install redis-server) or set {STORE_URL_ENV}=redis://…"
+        )
+    socket_path = os.path.join(directory, "ratelimit.sock")
+    command = [
+        binary,
+        "--port", "0",
+        "--unixsocket", socket_path,
+        "--unixsocketperm", "700",
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", directory,
+        "--loglevel", "warning",
+    ]  # fmt: skip
+    return command, f"unix://{socket_path}"
 
 
 def replica_ports(ports: Sequence[int], replicas: int | None) -> tuple[int, ...]:
@@ -188,6 +236,14 @@ def run_stack(
             level=logging.WARNING,
             note="several processes on one SQLite file; use PostgreSQL to scale out",
         )
+    store_dir: tempfile.TemporaryDirectory[str] | None = None
+    store: Child | None = None
+    store_url = os.environ.get(STORE_URL_ENV, "")
+    if len(grpc_ports) > 1 and not store_url:
+        # One bucket per caller across replicas, not one per replica.
+        store_dir = tempfile.TemporaryDirectory(prefix="flint-ratelimit-")
+        command, store_url = rate_limit_store(store_dir.name)
+        store = Child("ratelimit", command, dict(os.environ), restartable=True)
     migrate(db)
     # The hosted app's key lives as long as this stack: it is expired on the way out.
     with db.unit_of_work() as uow:
@@ -207,6 +263,8 @@ def run_stack(
             | {http_port, admin_port, hosted_port, *grpc_ports}
         ),
     }
+    if store_url:
+        child_env[STORE_URL_ENV] = store_url
     single = len(grpc_ports) == 1
     replicas = [
         Child(
@@ -274,6 +332,12 @@ def run_stack(
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        if store is not None:
+            # A restarted store starts empty: callers get a fresh burst, no more.
+            launch(store)
+            if not wait_for_redis(store_url, STARTUP_TIMEOUT_SECONDS, keep_waiting):
+                log_event(logger, "start_failed", level=logging.ERROR, process=store.name)
+                return 1
         launch(*replicas)
         for replica, port in zip(replicas, grpc_ports, strict=True):
             if not wait_for_grpc(port, STARTUP_TIMEOUT_SECONDS, keep_waiting):
@@ -313,7 +377,9 @@ def run_stack(
         return 0
     finally:
         # Envoy first, so no new requests reach a server that is draining.
-        _stop_children([envoy], [hosted], worker_children, replicas)
+        _stop_children([envoy], [hosted], worker_children, replicas, [store] if store else [])
+        if store_dir is not None:
+            store_dir.cleanup()
         with db.unit_of_work() as uow:
             credentials.expire_key(uow.session, internal.record.id, uow.now)
             uow.commit()

@@ -9,7 +9,7 @@ import os
 
 from bench import breakdown
 from bench.harness import format_table
-from bench.scenarios import api, delivery
+from bench.scenarios import api, delivery, ratelimit
 from bench.stack import FlintStack
 
 SMOKE = api.Runs(duration=0.5, warmup=0.2, levels=(4,))
@@ -64,3 +64,20 @@ def test_get_order_breakdown_measures_every_server_and_step() -> None:
     assert all(s.ops_per_second > 0 and s.cpu_ms_per_call > 0 for s in servers), servers
     assert len(steps) == (5 if database == "postgresql" else 4)
     assert all(step.cpu_us > 0 for step in steps), steps
+
+
+def test_rate_limit_scenario_measures_getorder_with_the_limiter_on_and_off() -> None:
+    database = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
+    rows = ratelimit.measure(database, SMOKE, turns=1, level=4)  # type: ignore[arg-type]
+
+    assert [row.scenario for row in rows] == [
+        "GetOrder, rate limiter in process",
+        "GetOrder, rate limiter Redis",
+    ]
+    for row in rows:
+        assert row.flint.ops > 0, row
+        assert row.flint.errors == 0, row
+        assert row.baseline is not None
+        assert row.baseline.ops > 0
+        assert row.baseline_name == "limiter off"
+        assert row.ratio is not None

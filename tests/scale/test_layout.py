@@ -3,8 +3,11 @@ flags that make no stack, refused before anything starts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from flint import supervisor
 from flint.supervisor import LayoutError, replica_ports
 from tests.cli.conftest import run_flint
 
@@ -43,3 +46,25 @@ def test_up_refuses_a_layout_that_makes_no_stack(database_url: str, flags, messa
     result = run_flint(database_url, "up", *flags)
     assert result.returncode == 2, result.stderr
     assert f"flint: {message}" in result.stderr
+
+
+def test_several_replicas_without_redis_server_are_refused_with_the_fix(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setattr(supervisor.shutil, "which", lambda _name: None)
+    with pytest.raises(LayoutError) as refused:
+        supervisor.rate_limit_store(str(tmp_path))
+    assert "apt-get install redis-server" in str(refused.value)
+    assert "FLINT_RATE_LIMIT_URL" in str(refused.value)
+
+
+def test_the_private_rate_limit_store_listens_on_a_private_socket_and_saves_nothing(
+    tmp_path: Path,
+):
+    command, url = supervisor.rate_limit_store(str(tmp_path))
+    assert url == f"unix://{tmp_path}/ratelimit.sock"
+    flags = dict(zip(command[1::2], command[2::2], strict=True))
+    assert flags["--port"] == "0"
+    assert flags["--unixsocketperm"] == "700"
+    assert flags["--save"] == ""
+    assert flags["--appendonly"] == "no"

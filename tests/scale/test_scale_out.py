@@ -21,6 +21,8 @@ import pytest
 from sqlalchemy import func, select
 
 from flint.commerce.v1 import orders_service_pb2 as orders_pb
+from flint.commerce.v1 import orders_service_pb2_grpc as orders_grpc
+from flint.common import rate_limit_overrides as overrides
 from flint.common.db import Database
 from flint.common.events import EventRecord
 from flint.events.v1 import events_service_pb2 as events_pb
@@ -230,3 +232,37 @@ def test_each_child_logs_under_its_name(stack: Stack):
     log = stack.log()
     for name in ("grpc-1", "grpc-2", "grpc-3"):
         assert f'process="{name}"' in log
+
+
+def test_a_rate_limit_holds_across_replicas_not_once_per_replica(
+    stack: Stack, db: Database, new_merchant: MerchantCreds
+):
+    # `flint up` with several replicas starts a private Redis for their buckets.
+    assert any("redis-server" in child.cmdline for child in stack.up.children)
+    with db.unit_of_work() as uow:
+        subject = overrides.merchant_subject(new_merchant.id, "test")
+        overrides.set_override(uow.session, subject, reads=2, writes=2, now=uow.now)
+        uow.commit()
+    channels = _channels(stack)
+    allowed = 0
+    refusals: set[grpc.StatusCode] = set()
+    try:
+        started = time.monotonic()
+        for _ in range(4):
+            for channel in channels:
+                stub = orders_grpc.OrdersServiceStub(channel)
+                try:
+                    stub.ListOrders(
+                        orders_pb.ListOrdersRequest(), metadata=bearer(new_merchant.test_key)
+                    )
+                    allowed += 1
+                except grpc.RpcError as error:
+                    refusals.add(error.code())
+        elapsed = time.monotonic() - started
+    finally:
+        for channel in channels:
+            channel.close()
+    # One bucket (burst 2, 2 a second) for the merchant, whichever replica answers;
+    # a bucket per replica would have let at least 2 through on each of the 3.
+    assert 2 <= allowed <= 2 + int(2 * elapsed) + 1
+    assert refusals == {grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -31,9 +31,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flint.common import logs
 from flint.common.logs import log_event
+from flint.common.ratelimit import Limiter, limiter_from_env
 from flint.hosted import authorize, billing, oauth_api, pay, payment_links, signin
 from flint.hosted.core import Core
 from flint.hosted.pages import template_environment
+from flint.hosted.ratelimit import AddressLimits, AddressRateLimitMiddleware
 from flint.hosted.security import SecurityHeadersMiddleware
 from flint.hosted.sessions import Sessions
 from flint.hosted.settings import SECRET_ENV, HostedSettings, SettingsError
@@ -122,7 +124,12 @@ def routes() -> list[BaseRoute]:
     ]
 
 
-def create_app(settings: HostedSettings) -> Starlette:
+def create_app(
+    settings: HostedSettings,
+    *,
+    address_limits: AddressLimits | None = None,
+    limiter: Limiter | None = None,
+) -> Starlette:
     secret_key = settings.secret_key
     if secret_key is None:
         secret_key = secrets.token_urlsafe(32)
@@ -167,6 +174,12 @@ def create_app(settings: HostedSettings) -> Starlette:
             # Inside the two above (not Starlette's `max_body_size`, which sits outside
             # every middleware), so a 413 has the security headers and is logged as 413.
             Middleware(RequestBodyLimitMiddleware, max_body_size=MAX_BODY_BYTES),
+            # Anonymous pages, per browser address (see hosted/ratelimit.py).
+            Middleware(
+                AddressRateLimitMiddleware,
+                limiter=limiter or limiter_from_env(),
+                limits=address_limits or AddressLimits.from_env(),
+            ),
         ],
         lifespan=lifespan,
     )

@@ -11,6 +11,7 @@ import flint.common.events
 import flint.common.idempotency
 import flint.common.jobs
 import flint.common.platform_keys
+import flint.common.rate_limit_overrides
 import flint.installs.models
 import flint.webhooks.models  # noqa: F401 - imported for their tables
 from flint.common.db import Base

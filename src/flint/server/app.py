@@ -46,6 +46,7 @@ from flint.common.db import Database
 from flint.common.idempotency import PURGE_JOB, purge_expired
 from flint.common.jobs import JobResult, guarded, supervise
 from flint.common.logs import log_event
+from flint.common.ratelimit import Limiter, limiter_from_env
 from flint.events.hub import Hub
 from flint.events.sequencer import Sequencer
 from flint.events.servicer import EventsServicer
@@ -53,6 +54,7 @@ from flint.events.v1 import events_service_pb2
 from flint.installs.servicer import InstallsServicer, OAuthServicer
 from flint.installs.v1 import installs_service_pb2
 from flint.server.acquirer import acquirer_from_env, builtin_acquirer
+from flint.server.ratelimit import RateLimits, switched_off
 from flint.server.rpc import Pipeline
 from flint.webhooks.fanout import fan_out
 from flint.webhooks.servicer import WebhooksServicer
@@ -128,6 +130,7 @@ async def start_server(
     read_threads: int = DEFAULT_READ_THREADS,
     issuer: str | None = None,
     processor: Processor | None = None,
+    limiter: Limiter | None = None,
 ) -> RunningServer:
     # The acquirer FLINT_ACQUIRER names, else the built-in test processor
     # (live payments refused); a processor passed in (tests) is used as given.
@@ -149,7 +152,14 @@ async def start_server(
         ],
     )
     hub = Hub(db)
-    pipeline = Pipeline(db, SERVICE_FILES, reads=read_executor, writes=executor, issuer=issuer)
+    # The shared store FLINT_RATE_LIMIT_URL names (flint up starts one for
+    # several replicas), else this process's memory.
+    limits = None if switched_off() else RateLimits(db, limiter or limiter_from_env())
+    if limits is None:
+        log_event(logger, "rate_limits_off", level=logging.WARNING, switch="FLINT_RATE_LIMITS")
+    pipeline = Pipeline(
+        db, SERVICE_FILES, reads=read_executor, writes=executor, issuer=issuer, limits=limits
+    )
     for servicer, file, service in (
         (AccountsServicer(db), accounts_service_pb2, "AccountsService"),
         (AppsServicer(db), apps_service_pb2, "AppsService"),
