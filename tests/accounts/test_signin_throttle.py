@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
 
-from flint.accounts import service
+from flint.accounts import service, signin_throttle
+from flint.accounts.models import MerchantRecord, SignInAttemptRecord, SignInDeviceRecord
 from flint.accounts.service import SignIn
 from flint.common.db import Database
 from flint.common.errors import FlintError
@@ -202,3 +204,37 @@ def test_a_success_resets_the_account_address_counter(clocked: Database, clock: 
     # Without the reset, the fifth and sixth failures would make this one wait.
     fail(clocked, email, home, times=4)
     signed_in(attempt(clocked, email, PASSWORD, home))
+
+
+def stored(database: Database, email: str) -> tuple[int, int]:
+    """How many sign-in attempts of `email`, and devices of its merchant, are stored."""
+    with database.read() as session:
+        attempts = session.scalar(select(func.count()).where(SignInAttemptRecord.email == email))
+        devices = session.scalar(
+            select(func.count())
+            .select_from(SignInDeviceRecord)
+            .join(MerchantRecord, MerchantRecord.id == SignInDeviceRecord.merchant_id)
+            .where(MerchantRecord.email == email)
+        )
+    return int(attempts or 0), int(devices or 0)
+
+
+def test_upkeep_forgets_attempts_past_every_window_and_expired_devices(
+    clocked: Database, clock: MovableClock
+) -> None:
+    email, place = new_merchant(clocked), address()
+    fail(clocked, email, place, times=3)
+    assert isinstance(attempt(clocked, email, PASSWORD, place), SignIn)
+    assert stored(clocked, email) == (4, 1)
+
+    clock.advance(signin_throttle.ATTEMPT_RETENTION.total_seconds() + 60)
+    fail(clocked, email, place)
+    forgotten = signin_throttle.purge_history(clocked)
+    assert forgotten.done >= 4
+    assert forgotten.failed == 0
+    # The fresh failure still counts; the device is still trusted.
+    assert stored(clocked, email) == (1, 1)
+
+    clock.advance(timedelta(days=91).total_seconds())
+    signin_throttle.purge_history(clocked)
+    assert stored(clocked, email) == (0, 0)

@@ -29,10 +29,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
-from flint.accounts.models import SignInAttemptRecord
+from flint.accounts.models import SignInAttemptRecord, SignInDeviceRecord
+from flint.common.db import Database
+from flint.common.jobs import Item, JobResult, run_job
 
 
 @dataclass(frozen=True)
@@ -131,3 +133,32 @@ def device_wait(
     return _wait(
         session, PER_DEVICE, now, SignInAttemptRecord.device_id == device_id, since=last_success_at
     )
+
+
+PURGE_JOB = "signin_history_purge"
+# No counter looks further back than its window: older attempts only take space.
+ATTEMPT_RETENTION = max(PER_ACCOUNT_ADDRESS.window, PER_ADDRESS.window, PER_DEVICE.window)
+
+
+def purge_history(db: Database, now: datetime | None = None) -> JobResult:
+    """Forgets sign-in attempts older than every counter's window and devices
+    past their expiry, as an upkeep job (each table in its own transaction, a
+    failure noted and retried; see flint.common.jobs). `done` counts rows deleted."""
+    at = now or db.clock()
+    deletes = {
+        "attempts": delete(SignInAttemptRecord).where(
+            SignInAttemptRecord.at < at - ATTEMPT_RETENTION
+        ),
+        "devices": delete(SignInDeviceRecord).where(SignInDeviceRecord.expires_at <= at),
+    }
+
+    def tables(waiting: frozenset[str]) -> list[Item]:
+        return [Item(name) for name in deletes if name not in waiting]
+
+    def purge(item: Item) -> int:
+        with db.unit_of_work() as uow:
+            result = uow.session.execute(deletes[item.id])
+            uow.commit()
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    return run_job(db, PURGE_JOB, at, tables, purge)

@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import OperationalError
 
+from flint.accounts import signin_throttle
 from flint.accounts.servicer import AccountsServicer
 from flint.accounts.v1 import accounts_service_pb2
 from flint.apps.servicer import AppsServicer
@@ -223,6 +224,9 @@ def _sweep(
     crashed = JobResult(failed=1)
     expiry = guarded(checkout.EXPIRY_JOB, lambda: checkout.expire_due_sessions(db, at), crashed)
     keys = guarded(PURGE_JOB, lambda: purge_expired(db, at), crashed)
+    signins = guarded(
+        signin_throttle.PURGE_JOB, lambda: signin_throttle.purge_history(db, at), crashed
+    )
     # Refunds whose process died between reserving and settling.
     recovery = guarded(
         refunds.RECOVERY_JOB,
@@ -238,8 +242,9 @@ def _sweep(
         "idempotency_keys_purged": keys.done,
         "refunds_recovered": recovery.done,
         **billed,
-        "job_items_failed": expiry.failed + keys.failed + recovery.failed,
-        "job_items_set_aside": expiry.set_aside + keys.set_aside + recovery.set_aside,
+        "signin_history_purged": signins.done,
+        "job_items_failed": sum(job.failed for job in (expiry, keys, signins, recovery)),
+        "job_items_set_aside": sum(job.set_aside for job in (expiry, keys, signins, recovery)),
     }
 
 
