@@ -45,7 +45,9 @@ from tests.webhooks.support import Receiver, receiver, running_worker
 ISSUER = "http://127.0.0.1:8080"
 
 
-def _flint(database_url: str, *args: str, **kek: str) -> subprocess.CompletedProcess[str]:
+def _flint(
+    database_url: str, *args: str, cwd: Path | None = None, **kek: str
+) -> subprocess.CompletedProcess[str]:
     """Runs `flint` with only the KEK variables given (FLINT_KEK_FILE=…, FLINT_KEK=…)."""
     env = {
         k: v
@@ -56,6 +58,7 @@ def _flint(database_url: str, *args: str, **kek: str) -> subprocess.CompletedPro
     return subprocess.run(
         [str(FLINT), *args],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_SECONDS,
@@ -189,6 +192,9 @@ def test_a_database_dump_alone_reveals_no_usable_secret(world: World):
     # KEK or as a data key) nor decrypts anything as a Fernet key.
     candidates = _key_candidates(text)
     assert candidates  # the dump is full of ids, hashes and sealed blobs: try them all
+    platform = [envelope.open_sealed(v, a) for c, v, a in sealed if c.model is PlatformKey]
+    assert len(platform) == len(platform_keys.KEY_NAMES)
+    assert not candidates & set(platform)  # the page-token and idempotency keys are not there
     values = [str(v) for table in rows.values() for row in table for v in row]
     for key in candidates:
         for _, value, aad in sealed:
@@ -321,8 +327,10 @@ def test_rotation_with_keys_in_the_variable_rewraps_and_names_the_key_to_remove(
 def test_flint_up_makes_a_private_development_kek_beside_the_sqlite_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    monkeypatch.delenv(envelope.KEK_ENV, raising=False)
-    monkeypatch.delenv(envelope.KEK_FILE_ENV, raising=False)
+    # Empty counts as unset; setenv (not delenv) so the variable that
+    # ensure_dev_kek sets is put back after the test.
+    monkeypatch.setenv(envelope.KEK_ENV, "")
+    monkeypatch.setenv(envelope.KEK_FILE_ENV, "")
     url = f"sqlite:///{tmp_path / 'flint.db'}"
     # Not for other commands: they only use one that exists.
     assert ensure_dev_kek(url, create=False) is None
@@ -334,16 +342,27 @@ def test_flint_up_makes_a_private_development_kek_beside_the_sqlite_file(
     assert "created a development key-encryption key" in err
     assert "WARNING: using the development key-encryption key" in err
     first = path.read_text()
-    monkeypatch.delenv(envelope.KEK_FILE_ENV)
+    monkeypatch.setenv(envelope.KEK_FILE_ENV, "")
     assert ensure_dev_kek(url, create=False) == path  # reused, never replaced
     assert path.read_text() == first
     assert "WARNING" not in capsys.readouterr().err
 
 
+def test_flint_up_without_a_kek_creates_the_development_key_and_warns(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'flint.db'}"
+    # --workers -1 stops the stack before it starts anything: what ran is main's setup.
+    result = _flint(url, "up", "--workers", "-1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "WARNING: using the development key-encryption key" in result.stderr
+    path = tmp_path / ".flint" / "kek"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert envelope.parse_ring(path.read_text(), "dev").current.startswith("kek_")
+
+
 def test_a_configured_kek_wins_over_the_development_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.delenv(envelope.KEK_FILE_ENV, raising=False)
+    monkeypatch.setenv(envelope.KEK_FILE_ENV, "")
     monkeypatch.setenv(envelope.KEK_ENV, envelope.new_kek_line())
     assert ensure_dev_kek(f"sqlite:///{tmp_path / 'flint.db'}", create=True) is None
     assert not (tmp_path / ".flint").exists()
