@@ -32,7 +32,14 @@ from flint.devseed import SeedResult, dev_install, seed
 from flint.events.sequencer import sequence_pending
 from flint.installs import signing
 from flint.installs.models import SigningKeyRecord
-from flint.keys import SEALED_COLUMNS, count_not_under, ensure_dev_kek, rewrap_all
+from flint.keys import (
+    DEV_KEK_DIR,
+    DEV_KEK_NAME,
+    SEALED_COLUMNS,
+    count_not_under,
+    ensure_dev_kek,
+    rewrap_all,
+)
 from flint.migrations import migrate
 from flint.webhooks import service as webhooks
 from flint.webhooks import signing as webhook_signing
@@ -40,6 +47,7 @@ from flint.webhooks.fanout import fan_out
 from flint.webhooks.models import WebhookSecretRecord
 from tests.cli.conftest import COMMAND_TIMEOUT_SECONDS, FLINT, all_rows
 from tests.conftest import flint_env
+from tests.e2e.readme import section
 from tests.webhooks.support import Receiver, receiver, running_worker
 
 ISSUER = "http://127.0.0.1:8080"
@@ -366,3 +374,15 @@ def test_a_configured_kek_wins_over_the_development_file(
     monkeypatch.setenv(envelope.KEK_ENV, envelope.new_kek_line())
     assert ensure_dev_kek(f"sqlite:///{tmp_path / 'flint.db'}", create=True) is None
     assert not (tmp_path / ".flint").exists()
+
+
+def test_the_readme_names_the_kek_variables_and_commands():
+    text = section("Key management", level=3)
+    for name in (
+        envelope.KEK_FILE_ENV,
+        envelope.KEK_ENV,
+        "flint keys rotate",
+        "flint keys generate",
+    ):
+        assert f"`{name}" in text, name
+    assert f"{DEV_KEK_DIR}/{DEV_KEK_NAME}" in text
