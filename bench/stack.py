@@ -22,6 +22,7 @@ from typing import Literal
 import psycopg
 
 from flint.accounts import service as accounts
+from flint.common import envelope
 from flint.common.db import Database
 from flint.devseed import EXAMPLE_SCOPES, SeedResult, dev_install, seed
 from flint.installs.oauth import Tokens
@@ -222,6 +223,10 @@ class FlintStack:
         return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{self._pg_name}"
 
     def _migrate_and_seed(self) -> None:
+        if not os.environ.get(envelope.KEK_ENV) and not os.environ.get(envelope.KEK_FILE_ENV):
+            # A throwaway key-encryption key for this run's throwaway database; the
+            # children inherit it through `env`.
+            os.environ[envelope.KEK_ENV] = envelope.new_kek_line()
         db = Database(self.database_url)
         self.db = db
         migrate(db)

@@ -24,6 +24,7 @@ from flint.accounts import service as accounts
 from flint.accounts.v1 import accounts_service_pb2 as accounts_pb
 from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
+from flint.common import envelope
 from flint.common.db import Database
 from flint.migrations import migrate
 from flint.supervisor import wait_for_envoy, wait_for_grpc
@@ -33,6 +34,10 @@ from flint.supervisor import wait_for_envoy, wait_for_grpc
 os.environ.setdefault("FLINT_RATE_LIMIT_TEST_PER_SECOND", "100000")
 os.environ.setdefault("FLINT_RATE_LIMIT_LIVE_PER_SECOND", "100000")
 os.environ.setdefault("FLINT_HOSTED_RATE_LIMIT_PER_SECOND", "100000")
+# The key-encryption key of this test run, inherited by every process it starts
+# (`flint_env` copies os.environ); one run, one throwaway key.
+if not os.environ.get(envelope.KEK_ENV) and not os.environ.get(envelope.KEK_FILE_ENV):
+    os.environ[envelope.KEK_ENV] = envelope.new_kek_line()
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "FLINT_TEST_POSTGRES_ADMIN_URL", "postgresql://root@127.0.0.1:5432/test"

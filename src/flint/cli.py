@@ -25,6 +25,7 @@ from flint.common import rate_limit_overrides as rate_limits
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.config import Settings
 from flint.common.db import Database
+from flint.common.envelope import KekError, new_kek_line
 from flint.common.errors import FlintError
 from flint.devseed import dev_install, seed
 from flint.devstack import DevOptions, run_dev
@@ -33,6 +34,8 @@ from flint.hosted import HostedSettings
 from flint.hosted import run as run_hosted
 from flint.hosted.settings import SettingsError
 from flint.installs import signing
+from flint.keys import check_kek, ensure_dev_kek
+from flint.keys import rotate as rotate_kek
 from flint.listen import DEFAULT_STATE_DIR, ListenOptions, run_listen
 from flint.migrations import migrate
 from flint.server.acquirer import acquirer_from_env
@@ -64,10 +67,10 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], lines: Sequence[str]) 
 def cmd_serve(args: argparse.Namespace) -> int:
 
     logs.configure()
+    db = _database()
+    check_kek(db)
     asyncio.run(
-        serve(
-            _database(), host=args.host, port=args.port, grace=args.grace, sweep=not args.no_sweep
-        )
+        serve(db, host=args.host, port=args.port, grace=args.grace, sweep=not args.no_sweep)
     )
     return 0
 
@@ -95,8 +98,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     }
     if args.retry_schedule:
         overrides["schedule"] = retry.parse_schedule(args.retry_schedule)
+    db = _database()
+    check_kek(db)
     worker = Worker(
-        _database(),
+        db,
         DeliverySettings.from_env(**overrides),
         concurrency=args.concurrency,
         poll_seconds=args.poll_interval,
@@ -156,6 +161,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     db = _database()
     migrate(db)
+    check_kek(db)
     print(f"flint: database is up to date ({db.engine.url.render_as_string()})")
     return 0
 
@@ -460,6 +466,40 @@ def cmd_billing_run_cycles(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- keys -----------------------------------------------------------------------
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    db = _database()
+    try:
+        done = rotate_kek(db)
+    finally:
+        db.dispose()
+    retired = ", ".join(done.retired) or "none"
+    lines = [
+        f"{'Resumed' if done.resumed else 'New'} key-encryption key {done.kek_id}: "
+        f"{done.rewrapped} sealed values re-wrapped; retired: {retired}.",
+    ]
+    if done.retired_in_env and done.retired:
+        lines.append(f"Remove the retired keys ({retired}) from FLINT_KEK, then restart.")
+    _emit(
+        args,
+        {
+            "kek_id": done.kek_id,
+            "resumed": done.resumed,
+            "rewrapped": done.rewrapped,
+            "retired": done.retired,
+        },
+        lines,
+    )
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    print(new_kek_line())
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(
         DevOptions(
@@ -745,6 +785,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_listen_parser(commands)
 
+    keys = commands.add_parser(
+        "keys",
+        help="the key-encryption key (FLINT_KEK_FILE or FLINT_KEK) that seals stored secrets",
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_rotate = keys_commands.add_parser(
+        "rotate",
+        help="put a new key-encryption key first in FLINT_KEK_FILE, re-wrap every sealed "
+        "secret with it, then drop the old key (resumes an interrupted rotation)",
+    )
+    _json_flag(keys_rotate)
+    keys_rotate.set_defaults(handler=cmd_keys_rotate)
+    keys_generate = keys_commands.add_parser(
+        "generate", help="print a new key-encryption key line (`<id>:<base64>`)"
+    )
+    keys_generate.set_defaults(handler=cmd_keys_generate)
+
     billing = commands.add_parser("billing", help="app billing operations")
     billing_commands = billing.add_subparsers(dest="billing_command", required=True)
     run_cycles = billing_commands.add_parser(
@@ -765,9 +822,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "grpc_port", None) is None and args.command in ("up", "envoy"):
         args.grpc_port = [50051]
     try:
+        # `flint up` and `flint dev` make a development KEK when none is set.
+        dev_stack = args.command == "up" or (args.command == "dev" and not args.dev_command)
+        ensure_dev_kek(Settings.from_env().database_url, create=dev_stack)
         result: int = args.handler(args)
     except FlintError as error:
         print(f"flint: {error.message} ({error.reason})", file=sys.stderr)
+        return 1
+    except KekError as error:
+        # Missing, malformed or wrong key-encryption key: one line, no stack trace.
+        print(f"flint: {error}", file=sys.stderr)
         return 1
     except OperationalError as error:
         # Unreachable or unopenable database: say so, without a stack trace.

@@ -20,11 +20,11 @@ from flint.accounts.v1 import accounts_service_pb2_grpc as accounts_grpc
 from flint.apps import service as apps_service
 from flint.apps.v1 import apps_service_pb2 as apps_pb
 from flint.apps.v1 import apps_service_pb2_grpc as apps_grpc
-from flint.common import credentials
+from flint.common import credentials, envelope
 from flint.common.auth import Principal, PrincipalKind
 from flint.common.errors import FlintError
 from flint.common.events import EventRecord
-from flint.installs import oauth
+from flint.installs import oauth, signing
 from flint.installs.models import (
     AuthCodeRecord,
     RefreshTokenRecord,
@@ -642,7 +642,8 @@ def _family_id(db, refresh_token: str) -> str:
 def _real_key(db):
     with db.read() as session:
         record = session.scalars(select(SigningKeyRecord)).first()
-    return record.kid, serialization.load_pem_private_key(record.private_pem.encode(), None)
+    pem = envelope.open_sealed(record.private_sealed, signing.aad(record.kid))
+    return record.kid, serialization.load_pem_private_key(pem, None)
 
 
 def _claims(world: OAuthWorld, tokens: pb.TokenResponse, **overrides: object) -> dict:

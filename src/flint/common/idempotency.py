@@ -32,9 +32,10 @@ from what it committed: the stored response, IDEMPOTENCY_KEY_IN_USE (a first ste
 committed) or, if it rolled back, a claim of its own.
 
 Responses may carry secrets shown once (a client secret, a token), so they are
-stored encrypted (Fernet, platform key `idempotency`), and the request is stored
-only as a keyed hash (HMAC-SHA256), so a request that carried a password cannot be
-brute-forced from the table.
+stored encrypted (Fernet, keyed from the platform key `idempotency`, which is
+itself sealed with the key-encryption key outside the database), and the request
+is stored only as a keyed hash (HMAC-SHA256), so a request that carried a
+password cannot be brute-forced from the table.
 """
 
 from __future__ import annotations

@@ -1,32 +1,36 @@
 """Server-side keys the platform itself needs (page-token encryption, stored
 idempotent responses), kept in the database so every server process shares
-them. `flint migrate` creates them; readers only read."""
+them, sealed with the key-encryption key (`flint.common.envelope`) so a dump
+alone does not hold them. `flint migrate` creates them; readers only read."""
 
 from __future__ import annotations
 
-import base64
 import secrets
 import threading
 from datetime import datetime
 
-from sqlalchemy import String, select
+from sqlalchemy import String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from flint.common import envelope
 from flint.common.db import Base
 
 PAGE_TOKEN_KEY = "page_tokens"  # noqa: S105 - a key name
 IDEMPOTENCY_KEY = "idempotency"
-# Encrypts webhook signing secrets, which must stay usable to sign.
-WEBHOOK_SECRETS_KEY = "webhook_secrets"
-KEY_NAMES = (PAGE_TOKEN_KEY, IDEMPOTENCY_KEY, WEBHOOK_SECRETS_KEY)
+KEY_NAMES = (PAGE_TOKEN_KEY, IDEMPOTENCY_KEY)
 
 
 class PlatformKey(Base):
     __tablename__ = "platform_keys"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(200))
+    # The key, sealed (`envelope.seal`) with `aad(name)`.
+    value: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+def aad(name: str) -> str:
+    return f"platform_key:{name}"
 
 
 _cache: dict[tuple[str, str], bytes] = {}
@@ -39,7 +43,7 @@ def ensure_platform_keys(session: Session, now: datetime) -> None:
     existing = set(session.scalars(select(PlatformKey.name)))
     for name in KEY_NAMES:
         if name not in existing:
-            value = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+            value = envelope.seal(secrets.token_bytes(32), aad(name))
             session.add(PlatformKey(name=name, value=value, created_at=now))
 
 
@@ -52,7 +56,7 @@ def platform_key(session: Session, name: str) -> bytes:
     stored = session.scalar(select(PlatformKey.value).where(PlatformKey.name == name))
     if stored is None:
         raise RuntimeError(f"platform key {name!r} is missing: run `flint migrate`")
-    value = base64.urlsafe_b64decode(stored)
+    value = envelope.open_sealed(stored, aad(name))
     with _lock:
         _cache[cache_key] = value
     return value

@@ -109,7 +109,8 @@ class SigningKeyRecord(Base):
     __tablename__ = "signing_keys"
 
     kid: Mapped[str] = mapped_column(String(40), primary_key=True)
-    private_pem: Mapped[str] = mapped_column(Text)
+    # The PKCS#8 PEM private key, sealed (`envelope.seal`) with `signing.aad(kid)`.
+    private_sealed: Mapped[str] = mapped_column(Text)
     public_n: Mapped[str] = mapped_column(Text)
     public_e: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]

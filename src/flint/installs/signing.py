@@ -1,4 +1,6 @@
-"""Access tokens: RS256 JWTs signed with rotating keys kept in the database.
+"""Access tokens: RS256 JWTs signed with rotating keys kept in the database,
+their private halves sealed with the key-encryption key (`flint.common.envelope`)
+and opened once per process (`KeyRing`), never on each request.
 
 Rotation publishes the new key in the JWKS before it signs anything (so every
 verifier has it in time), and keeps the old key published until the last token
@@ -20,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from flint.common import envelope
 from flint.installs.models import SigningKeyRecord
 
 ALGORITHM = "RS256"
@@ -36,16 +39,22 @@ def _b64(value: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def aad(kid: str) -> str:
+    return f"signing_key:{kid}"
+
+
 def _new_key(now: datetime, activates_at: datetime) -> SigningKeyRecord:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     numbers = private.public_key().public_numbers()
+    kid = f"k_{secrets.token_hex(8)}"
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
     return SigningKeyRecord(
-        kid=f"k_{secrets.token_hex(8)}",
-        private_pem=private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
+        kid=kid,
+        private_sealed=envelope.seal(pem, aad(kid)),
         public_n=_b64(numbers.n),
         public_e=_b64(numbers.e),
         created_at=now,
@@ -131,7 +140,8 @@ class KeyRing:
             if existing is not None:
                 keys[record.kid] = existing
                 continue
-            private = serialization.load_pem_private_key(record.private_pem.encode(), None)
+            pem = envelope.open_sealed(record.private_sealed, aad(record.kid))
+            private = serialization.load_pem_private_key(pem, None)
             keys[record.kid] = _LoadedKey(
                 record.kid, private, private.public_key(), record.activates_at, record.retires_at
             )

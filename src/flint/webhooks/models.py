@@ -52,8 +52,8 @@ class WebhookEndpointRecord(Base):
 
 
 class WebhookSecretRecord(Base):
-    """A signing secret, encrypted (it must be usable to sign, so it cannot be
-    hashed). A rotated-out secret keeps signing until `expires_at`."""
+    """A signing secret, sealed with the key-encryption key (it must be usable to
+    sign, so it cannot be hashed). A rotated-out secret keeps signing until `expires_at`."""
 
     __tablename__ = "webhook_endpoint_secrets"
 

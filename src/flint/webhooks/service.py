@@ -251,7 +251,7 @@ def active_secrets(session: Session, endpoint_id: str, now: datetime) -> list[st
         )
         .order_by(WebhookSecretRecord.version.desc())
     )
-    return [signing.decrypt(session, row.ciphertext) for row in rows]
+    return [signing.decrypt(row.ciphertext, row.endpoint_id, row.version) for row in rows]
 
 
 # --- changing -------------------------------------------------------------------
@@ -263,7 +263,7 @@ def _add_secret(session: Session, endpoint_id: str, version: int, now: datetime)
         WebhookSecretRecord(
             endpoint_id=endpoint_id,
             version=version,
-            ciphertext=signing.encrypt(session, secret),
+            ciphertext=signing.encrypt(secret, endpoint_id, version),
             created_at=now,
             expires_at=None,
         )

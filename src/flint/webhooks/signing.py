@@ -1,8 +1,9 @@
 """Signing secrets and Standard Webhooks signatures.
 
 A secret is `whsec_` + base64 of 32 random bytes. It is shown once and stored
-encrypted with the platform's webhook key (Fernet), since signing needs the
-secret itself: a hash would not do. The signature of a delivery is
+sealed with the key-encryption key (`flint.common.envelope`), bound to its
+endpoint and version, since signing needs the secret itself: a hash would not
+do. The signature of a delivery is
 `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, keyed with the secret's
 decoded bytes; during a rotation every active secret signs, space-separated.
 """
@@ -16,10 +17,7 @@ import secrets
 from collections.abc import Sequence
 from functools import lru_cache
 
-from cryptography.fernet import Fernet
-from sqlalchemy.orm import Session
-
-from flint.common.platform_keys import WEBHOOK_SECRETS_KEY, platform_key
+from flint.common import envelope
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 SECRET_BYTES = 32
@@ -29,23 +27,22 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def _fernet(session: Session) -> Fernet:
-    return Fernet(base64.urlsafe_b64encode(platform_key(session, WEBHOOK_SECRETS_KEY)))
+def aad(endpoint_id: str, version: int) -> str:
+    """What a sealed secret is bound to: a value copied to another endpoint's row
+    does not open."""
+    return f"webhook_secret:{endpoint_id}:{version}"
 
 
-def encrypt(session: Session, secret: str) -> str:
-    return _fernet(session).encrypt(secret.encode()).decode()
-
-
-def decrypt(session: Session, ciphertext: str) -> str:
-    return _decrypt(platform_key(session, WEBHOOK_SECRETS_KEY), ciphertext)
+def encrypt(secret: str, endpoint_id: str, version: int) -> str:
+    return envelope.seal(secret.encode(), aad(endpoint_id, version))
 
 
 @lru_cache(maxsize=4096)
-def _decrypt(key: bytes, ciphertext: str) -> str:
-    # Every delivery signs with its endpoint's secrets: decrypting them once per
-    # stored ciphertext (a rotation stores a new one) keeps Fernet off the hot path.
-    return Fernet(base64.urlsafe_b64encode(key)).decrypt(ciphertext.encode()).decode()
+def decrypt(ciphertext: str, endpoint_id: str, version: int) -> str:
+    # Every delivery signs with its endpoint's secrets: opening them once per
+    # stored value (a rotation or a KEK re-wrap stores a new one) keeps AES-GCM
+    # and the KEK look-up off the hot path.
+    return envelope.open_sealed(ciphertext, aad(endpoint_id, version)).decode()
 
 
 @lru_cache(maxsize=4096)

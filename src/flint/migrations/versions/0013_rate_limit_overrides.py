@@ -2,7 +2,7 @@
 A new table; callers without a row keep the documented defaults.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-08
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import flint.common.db
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
