@@ -1,7 +1,8 @@
-"""Webhook delivery is fair between endpoints: an endpoint has at most its cap
-of deliveries leased at once (across every worker), claims take each endpoint's
-oldest in turn, and a failing endpoint is paused (its breaker opens) so its
-backlog holds no delivery slot until it answers again."""
+"""Webhook delivery is fair between endpoints: a worker sends at most
+`endpoint_concurrency` attempts to one endpoint at once, an endpoint has at
+most `endpoint_leases` deliveries leased across every worker, claims take each
+endpoint's oldest in turn, and a failing endpoint is paused (its breaker opens)
+so its backlog holds no delivery slot until it answers again."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ from flint.webhooks.sender import DeliverySettings, Job, claim
 from flint.webhooks.v1 import webhooks_service_pb2 as pb
 from flint.webhooks.worker import Worker
 from tests.webhooks.conftest import Hooks, wait_until_sequenced
-from tests.webhooks.support import deliveries, eventually, fast_settings, receiver
+from tests.webhooks.support import (
+    attempts,
+    deliveries,
+    eventually,
+    fast_settings,
+    receiver,
+    running_worker,
+)
 
 CAP = 2
 # Longer than any test runs: a hanging receiver keeps its requests (and so its
@@ -28,6 +36,8 @@ HANG_SETTINGS = {
     "lease": timedelta(seconds=120),
     "endpoint_concurrency": CAP,
 }
+# The database's cap across workers, as small as a worker's own.
+SHARED_CAP = {**HANG_SETTINGS, "endpoint_leases": CAP}
 
 
 class Clock:
@@ -90,7 +100,9 @@ def test_a_hanging_endpoint_with_a_backlog_leaves_the_other_slots_to_a_healthy_o
                 hooks.merchant.create_order()
                 eventually(lambda: statuses(db, healthy_id) == ["succeeded"] * sent, timeout=30)  # noqa: B023
             assert len(hanging.requests) == CAP
-            assert leased(db, hanging_id, datetime.now(UTC)) == CAP
+            # Its backlog (and its copies of the new orders) was claimed too:
+            # it waits in the worker, holding no slot.
+            assert leased(db, hanging_id, datetime.now(UTC)) == 10 + 3
         finally:
             hanging.release.set()
             stop.set()
@@ -99,7 +111,7 @@ def test_a_hanging_endpoint_with_a_backlog_leaves_the_other_slots_to_a_healthy_o
 
 
 def test_the_cap_holds_across_workers_claiming_one_after_another(hooks: Hooks, db: Database):
-    settings = fast_settings(**HANG_SETTINGS)
+    settings = fast_settings(**SHARED_CAP)
     endpoint_id = backlog(hooks, db, "http://127.0.0.1:9/hooks", 6)
     first = claim(db, settings, 10)
     assert [job.endpoint_id for job in first] == [endpoint_id] * CAP
@@ -109,7 +121,7 @@ def test_the_cap_holds_across_workers_claiming_one_after_another(hooks: Hooks, d
 
 
 def test_the_cap_holds_across_workers_claiming_at_once(hooks: Hooks, db: Database):
-    settings = fast_settings(**HANG_SETTINGS)
+    settings = fast_settings(**SHARED_CAP)
     endpoint_id = backlog(hooks, db, "http://127.0.0.1:9/hooks", 12)
     claimers = 6
     start = threading.Barrier(claimers)
@@ -130,7 +142,7 @@ def test_the_cap_holds_across_workers_claiming_at_once(hooks: Hooks, db: Databas
 
 
 def test_the_cap_holds_across_two_running_workers(hooks: Hooks, db: Database):
-    settings = fast_settings(**HANG_SETTINGS)
+    settings = fast_settings(**SHARED_CAP)
     workers = [Worker(db, settings, concurrency=2 * CAP, poll_seconds=0.01) for _ in range(2)]
     stop = threading.Event()
     with receiver() as hanging, receiver() as healthy:
@@ -160,7 +172,7 @@ def test_the_cap_holds_across_two_running_workers(hooks: Hooks, db: Database):
 
 
 def test_a_claim_takes_each_endpoints_oldest_in_turn(hooks: Hooks, db: Database):
-    settings = fast_settings(endpoint_concurrency=4)
+    settings = fast_settings(endpoint_leases=4)
     busy = backlog(hooks, db, "http://127.0.0.1:9/busy", 8)
     quiet = backlog(hooks, db, "http://127.0.0.1:9/quiet", 0)
     hooks.merchant.create_order()  # one event for each endpoint, after busy's backlog
@@ -177,7 +189,7 @@ def test_a_failing_endpoint_backs_off_without_holding_slots(hooks: Hooks, db: Da
     clock = Clock()
     settings = fast_settings(
         clock=clock,
-        endpoint_concurrency=CAP,
+        endpoint_leases=CAP,
         pause_min=timedelta(seconds=10),
         pause_max=timedelta(hours=1),
     )
@@ -220,8 +232,37 @@ def test_a_failing_endpoint_backs_off_without_holding_slots(hooks: Hooks, db: Da
         assert worker.run_once() == CAP
 
 
+def test_a_hanging_endpoint_that_times_out_is_paused_and_its_waiting_backlog_given_back(
+    hooks: Hooks, db: Database
+):
+    settings = fast_settings(
+        endpoint_concurrency=CAP,
+        read_timeout=0.5,
+        total_timeout=1.0,
+        # No probe while the test runs: the pause outlasts it.
+        pause_min=timedelta(hours=1),
+        pause_max=timedelta(hours=1),
+    )
+    with receiver() as hanging, receiver() as healthy:
+        hanging.default = "hang"
+        hanging_id = backlog(hooks, db, hanging.url, 10)
+        healthy_id = hooks.create_endpoint(healthy.url).id
+        with running_worker(db, settings):
+            # Its first attempts time out; the rest of its backlog, which the
+            # worker had claimed, is given back unsent, and nothing is leased.
+            eventually(lambda: endpoint_row(db, hanging_id).paused_until is not None)
+            eventually(lambda: leased(db, hanging_id, datetime.now(UTC)) == 0)
+            hooks.merchant.create_order()
+            eventually(lambda: statuses(db, healthy_id) == ["succeeded"])
+            assert len(hanging.requests) == CAP
+            hanging.release.set()
+    outcomes = [a.outcome for d in deliveries(db, hanging_id) for a in attempts(db, d.id)]
+    assert sorted(outcomes) == ["failed"] * CAP
+    assert statuses(db, hanging_id).count("pending") == 11
+
+
 def test_reenabling_an_endpoint_clears_its_pause(hooks: Hooks, db: Database):
-    settings = DeliverySettings(endpoint_concurrency=CAP)
+    settings = DeliverySettings()
     endpoint_id = backlog(hooks, db, "http://127.0.0.1:9/hooks", 0)
     with db.unit_of_work() as uow:
         row = uow.session.get_one(WebhookEndpointRecord, endpoint_id)

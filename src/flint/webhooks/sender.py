@@ -113,9 +113,12 @@ class DeliverySettings:
     max_response_bytes: int = 1024
     # An endpoint failing for this long without one success is disabled.
     disable_after: timedelta = timedelta(days=5)
-    # Deliveries of one endpoint leased at once, across all workers (one while
-    # it is failing): a hanging endpoint holds this many delivery slots at most.
+    # Attempts to one endpoint in flight at once in a worker: a slow or hanging
+    # endpoint holds this many of the worker's slots at most.
     endpoint_concurrency: int = 4
+    # Deliveries of one endpoint leased at once, across all workers (sent or
+    # waiting in a worker to be sent); one while the endpoint is failing.
+    endpoint_leases: int = 64
     # After a failed attempt the endpoint is paused for as long as it has been
     # failing, within these bounds, so a dead endpoint's backlog holds no slot.
     pause_min: timedelta = timedelta(seconds=1)
@@ -379,11 +382,11 @@ def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
     """Leases up to `limit` due deliveries to the caller, in one transaction,
     fairly across endpoints.
 
-    No endpoint ever has more than `settings.endpoint_concurrency` deliveries
-    leased at once, across every worker (one while it is failing), so a slow
-    endpoint with a backlog holds that many delivery slots and no more. The
-    batch takes each endpoint's oldest due deliveries, round-robin, the
-    endpoints that waited longest first.
+    No endpoint ever has more than `settings.endpoint_leases` deliveries
+    leased at once, across every worker, and a failing endpoint only one (the
+    probe of its breaker), so a slow endpoint's backlog never fills the
+    workers. The batch takes each endpoint's oldest due deliveries,
+    round-robin, the endpoints that waited longest first.
 
     The cap is counted under the endpoints' row locks (taken in id order, as
     every writer of endpoints and deliveries does), so two workers claiming for
@@ -391,7 +394,7 @@ def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
     The lock is FOR NO KEY UPDATE: it does not hold up a fan-out adding
     deliveries to the endpoint. On SQLite the whole claim is serialised."""
     now = settings.clock()
-    cap = max(1, settings.endpoint_concurrency)
+    cap = max(1, settings.endpoint_leases)
     with db.unit_of_work() as uow:
         session = uow.session
         waiting = list(
