@@ -257,7 +257,9 @@ class _Loop:
     wake-ups, on one event loop.
 
     A claim leases a batch of due deliveries into a local queue, which
-    `concurrency` senders work through over keep-alive connections; recording
+    `concurrency` senders work through over keep-alive connections, endpoint
+    by endpoint in turn and at most `endpoint_concurrency` to one endpoint at
+    once (so a hanging endpoint never takes every slot); recording
     follows in batches. A claim costs a few round trips whatever its size, so
     a busy worker claims ahead of its senders, as much as they will send well
     within the lease (judged from the recent attempt latency). Every job is
