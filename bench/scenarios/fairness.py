@@ -42,7 +42,7 @@ def _pending(stack: FlintStack, endpoint_id: str) -> int:
         )
 
 
-def fairness(database: DatabaseKind, samples: int) -> Row:
+def fairness(database: DatabaseKind, samples: int, backlog: int = BACKLOG) -> Row:
     logs = Path(tempfile.mkdtemp(prefix="flint-bench-fair-"))
     with (
         FlintStack(database=database, worker=True) as stack,
@@ -54,8 +54,8 @@ def fairness(database: DatabaseKind, samples: int) -> Row:
         idle_ms, idle_seconds = commit_to_receiver(stack, healthy, samples)
 
         stuck = create_endpoint(stack, hanging.url)
-        preload_orders(stack, BACKLOG)
-        wait_for(lambda: len(healthy.arrivals()) >= samples + BACKLOG, timeout=300)
+        preload_orders(stack, backlog)
+        wait_for(lambda: len(healthy.arrivals()) >= samples + backlog, timeout=300)
         busy_ms, busy_seconds = commit_to_receiver(stack, healthy, samples)
         # The hanging endpoint still had (nearly) all of its backlog meanwhile.
         still_pending = _pending(stack, stuck.id)
@@ -72,13 +72,13 @@ def fairness(database: DatabaseKind, samples: int) -> Row:
         baseline=idle,
         baseline_name="same endpoint, idle",
         target=f"p99 <= {P99_RATIO_TARGET:.0f}x idle p99" if postgres else "",
-        met=(ratio <= P99_RATIO_TARGET and not busy.errors and still_pending >= BACKLOG // 2)
+        met=(ratio <= P99_RATIO_TARGET and not busy.errors and still_pending >= backlog // 2)
         if postgres
         else None,
         notes={
             "samples": str(samples),
             "p99_ratio": f"{ratio:.2f}",
-            "hanging backlog": str(BACKLOG),
+            "hanging backlog": str(backlog),
             "hanging still pending": str(still_pending),
             "hanging requests": str(hung_requests),
         },
