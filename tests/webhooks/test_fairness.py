@@ -6,6 +6,7 @@ so its backlog holds no delivery slot until it answers again."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +17,7 @@ from flint.common.db import Database
 from flint.webhooks.models import WebhookDeliveryRecord, WebhookEndpointRecord
 from flint.webhooks.sender import DeliverySettings, Job, claim
 from flint.webhooks.v1 import webhooks_service_pb2 as pb
-from flint.webhooks.worker import Worker
+from flint.webhooks.worker import Worker, _Ready
 from tests.webhooks.conftest import Hooks, wait_until_sequenced
 from tests.webhooks.support import (
     attempts,
@@ -100,9 +101,7 @@ def test_a_hanging_endpoint_with_a_backlog_leaves_the_other_slots_to_a_healthy_o
                 hooks.merchant.create_order()
                 eventually(lambda: statuses(db, healthy_id) == ["succeeded"] * sent, timeout=30)  # noqa: B023
             assert len(hanging.requests) == CAP
-            # Its backlog (and its copies of the new orders) was claimed too:
-            # it waits in the worker, holding no slot.
-            assert leased(db, hanging_id, datetime.now(UTC)) == 10 + 3
+            assert statuses(db, hanging_id) == ["pending"] * (10 + 3)
         finally:
             hanging.release.set()
             stop.set()
@@ -118,6 +117,47 @@ def test_the_cap_holds_across_workers_claiming_one_after_another(hooks: Hooks, d
     # Another worker finds the endpoint at its cap: nothing more is leased.
     assert claim(db, settings, 10) == []
     assert leased(db, endpoint_id, settings.clock()) == CAP
+
+
+def test_a_claim_skips_the_endpoints_the_worker_holds_enough_of(hooks: Hooks, db: Database):
+    settings = fast_settings()
+    held = backlog(hooks, db, "http://127.0.0.1:9/held", 3)
+    other = backlog(hooks, db, "http://127.0.0.1:9/other", 0)
+    hooks.merchant.create_order()
+    wait_until_sequenced(db)
+    jobs = claim(db, settings, 10, skip=[held])
+    assert [job.endpoint_id for job in jobs] == [other]
+    assert len(claim(db, settings, 10)) == 4  # the held endpoint's, when asked
+
+
+def test_a_worker_sends_each_endpoint_its_cap_at_most_and_takes_endpoints_in_turn():
+    ready = _Ready(per_endpoint=2)
+
+    def job(endpoint_id: str, n: int) -> Job:
+        return Job(f"del_{endpoint_id}{n}", 1, "", endpoint_id, "", "", "event", b"", ())
+
+    async def scenario() -> list[str]:
+        for n in range(5):
+            ready.put(0.0, job("a", n))
+        ready.put(0.0, job("b", 0))
+        taken = []
+        for _ in range(3):  # a, b, a: then a is at its cap of 2 in flight
+            queued = await ready.get()
+            assert queued is not None
+            taken.append(queued[1].delivery_id)
+        assert ready.startable() == 0
+        blocked = asyncio.create_task(ready.get())
+        await asyncio.sleep(0)  # (a yield, not a wait: the task runs up to its wait)
+        assert not blocked.done()  # a's jobs wait for a slot of a's
+        ready.done(job("a", 0))
+        queued = await blocked
+        assert queued is not None
+        taken.append(queued[1].delivery_id)
+        assert [j.delivery_id for j in ready.close()] == ["del_a3", "del_a4"]
+        assert await ready.get() is None  # closed: the senders stop
+        return taken
+
+    assert asyncio.run(scenario()) == ["del_a0", "del_b0", "del_a1", "del_a2"]
 
 
 def test_the_cap_holds_across_workers_claiming_at_once(hooks: Hooks, db: Database):

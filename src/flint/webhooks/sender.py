@@ -378,9 +378,12 @@ def _claimable(now: datetime) -> list[ColumnElement[bool]]:
     ]
 
 
-def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
+def claim(
+    db: Database, settings: DeliverySettings, limit: int, skip: Collection[str] = ()
+) -> list[Job]:
     """Leases up to `limit` due deliveries to the caller, in one transaction,
-    fairly across endpoints.
+    fairly across endpoints (none of the endpoints in `skip`: the caller holds
+    enough of theirs already).
 
     No endpoint ever has more than `settings.endpoint_leases` deliveries
     leased at once, across every worker, and a failing endpoint only one (the
@@ -397,6 +400,7 @@ def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
     cap = max(1, settings.endpoint_leases)
     with db.unit_of_work() as uow:
         session = uow.session
+        others = [~_among(session, WebhookDeliveryRecord.endpoint_id, skip)] if skip else []
         waiting = list(
             session.scalars(
                 select(WebhookDeliveryRecord.endpoint_id)
@@ -404,7 +408,7 @@ def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
                     WebhookEndpointRecord,
                     WebhookEndpointRecord.id == WebhookDeliveryRecord.endpoint_id,
                 )
-                .where(*_claimable(now))
+                .where(*_claimable(now), *others)
                 .group_by(WebhookDeliveryRecord.endpoint_id)
                 .order_by(
                     func.min(WebhookDeliveryRecord.next_attempt_at),

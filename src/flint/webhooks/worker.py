@@ -191,6 +191,14 @@ class _Ready:
             if self._in_flight[endpoint_id] < self.per_endpoint
         )
 
+    def holding(self, at_least: int) -> list[str]:
+        """Endpoints with at least this many jobs here, queued or in flight."""
+        return [
+            endpoint_id
+            for endpoint_id in self._queues.keys() | self._in_flight.keys()
+            if len(self._queues.get(endpoint_id, ())) + self._in_flight[endpoint_id] >= at_least
+        ]
+
     def put(self, claimed_at: float, job: Job) -> None:
         self._queues.setdefault(job.endpoint_id, deque()).append((claimed_at, job))
         self._size += 1
@@ -277,6 +285,9 @@ class _Loop:
         self.ready = _Ready(settings.endpoint_concurrency)
         self.finished: asyncio.Queue[tuple[Job, Result]] = asyncio.Queue()
         self.unsent: list[Job] = []
+        # Endpoints whose failed attempt is not stored yet (so not yet paused in
+        # the database): not claimed, and not sent to, meanwhile.
+        self.failing: set[str] = set()
         # Claimed and not yet recorded (or given back).
         self.unrecorded = 0
         # How long a claimed job may wait in the queue, so that its attempt
@@ -301,6 +312,16 @@ class _Loop:
             return concurrency - self.sending
         per_slot = int(self.queue_budget / 2 / max(self.latency, MIN_LATENCY_SECONDS))
         return min(CLAIM_MAX, concurrency * max(1, per_slot))
+
+    def _endpoint_target(self) -> int:
+        """How many jobs of one endpoint to hold at most: its share of the
+        queue target, so one worker does not take all of a backlog that it
+        sends only `endpoint_concurrency` at a time."""
+        per_endpoint = self.worker.settings.endpoint_concurrency
+        if not self.prefetch:
+            return per_endpoint
+        per_slot = int(self.queue_budget / 2 / max(self.latency, MIN_LATENCY_SECONDS))
+        return per_endpoint * max(1, per_slot)
 
     async def run(self) -> None:
         worker = self.worker
@@ -340,7 +361,8 @@ class _Loop:
             claimed_at = time.monotonic()
             try:
                 if size > 0:
-                    jobs = await asyncio.to_thread(claim, worker.db, worker.settings, size)
+                    held = self.ready.holding(self._endpoint_target())
+                    jobs = await asyncio.to_thread(claim, worker.db, worker.settings, size, held)
                 self.unrecorded += len(jobs)
                 for job in jobs:
                     self.ready.put(claimed_at, job)
@@ -384,6 +406,7 @@ class _Loop:
             if not result.succeeded and job.origin != "test":
                 # The endpoint's breaker opens when this is recorded: what waits
                 # for it here is given back rather than sent into the failure.
+                self.failing.add(job.endpoint_id)
                 self.unsent.extend(self.ready.drop(job.endpoint_id))
             self.to_record.set()
             if self.ready.startable() <= self.low_water:
@@ -427,6 +450,10 @@ class _Loop:
             await asyncio.to_thread(self.worker._record, done)
         finally:
             self.unrecorded -= len(done)
+            # Stored: the database pauses the endpoints that failed from now on.
+            self.failing.difference_update(
+                job.endpoint_id for job, result in done if not result.succeeded
+            )
             self.wake.set()
 
     async def _on_stop(self) -> None:
