@@ -286,8 +286,11 @@ class _Loop:
         self.finished: asyncio.Queue[tuple[Job, Result]] = asyncio.Queue()
         self.unsent: list[Job] = []
         # Endpoints whose failed attempt is not stored yet (so not yet paused in
-        # the database): not claimed, and not sent to, meanwhile.
+        # the database): not claimed meanwhile.
         self.failing: set[str] = set()
+        # When each endpoint last failed here (monotonic): what a claim that
+        # started before brings for it is given back, not sent.
+        self.failed_at: dict[str, float] = {}
         # Claimed and not yet recorded (or given back).
         self.unrecorded = 0
         # How long a claimed job may wait in the queue, so that its attempt
@@ -407,6 +410,7 @@ class _Loop:
                 # The endpoint's breaker opens when this is recorded: what waits
                 # for it here is given back rather than sent into the failure.
                 self.failing.add(job.endpoint_id)
+                self.failed_at[job.endpoint_id] = time.monotonic()
                 self.unsent.extend(self.ready.drop(job.endpoint_id))
             self.to_record.set()
             if self.ready.startable() <= self.low_water:
@@ -454,6 +458,11 @@ class _Loop:
             self.failing.difference_update(
                 job.endpoint_id for job, result in done if not result.succeeded
             )
+            # (No claim runs for as long as a lease: older failures cannot matter.)
+            forget = time.monotonic() - self.worker.settings.lease.total_seconds()
+            for endpoint_id, at in list(self.failed_at.items()):
+                if at < forget:
+                    del self.failed_at[endpoint_id]
             self.wake.set()
 
     async def _on_stop(self) -> None:
