@@ -2,7 +2,7 @@
 it to build/bench/latest.md and exits 1 when a target is not met.
 
     BENCH_QUICK=1 python -m bench            # a few seconds per scenario (smoke)
-    python -m bench api delivery             # only these scenario modules
+    python -m bench api delivery             # only these scenario modules (also: streams, fairness)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.harness import Measurement, Row, format_table
 
-SCENARIOS = ("api", "delivery", "streams", "ratelimit")
+SCENARIOS = ("api", "delivery", "streams", "ratelimit", "fairness")
 OUTPUT = Path("build/bench/latest.md")
 
 

@@ -4,7 +4,7 @@ keep-alive), the baseline sender, seeding helpers and statistics.
 
 Run as a module it is one of the child processes:
 
-    python -m bench.scenarios._support receiver PORT LOGFILE
+    python -m bench.scenarios._support receiver PORT LOGFILE [hang]
     python -m bench.scenarios._support baseline URL COUNT CONCURRENCY SECRET
 """
 
@@ -126,10 +126,12 @@ class Receiver:
 
 
 @contextmanager
-def receiver(log: Path | None = None) -> Iterator[Receiver]:
+def receiver(log: Path | None = None, *, hang: bool = False) -> Iterator[Receiver]:
+    """With `hang`, the receiver reads each request and never answers (an
+    endpoint that hangs past the sender's timeout)."""
     port = free_port()
     process = subprocess.Popen(  # noqa: S603 - our own command line
-        module_command("receiver", str(port), str(log or "")),
+        module_command("receiver", str(port), str(log or ""), *(["hang"] if hang else [])),
         cwd=REPO,
         stdout=subprocess.PIPE,
     )
@@ -190,8 +192,9 @@ class _ReceiverProtocol(asyncio.Protocol):
     """HTTP/1.1 with keep-alive: answers 200 to each request as soon as its
     body is in. Enough HTTP for the webhook sender (no chunked bodies)."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Any, hang: bool = False) -> None:
         self._log = log
+        self._hang = hang
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
 
@@ -220,15 +223,15 @@ class _ReceiverProtocol(asyncio.Protocol):
             self._buffer = self._buffer[end + 4 + length :]
             if self._log is not None:
                 self._log.write(f"{webhook_id} {time.time():.6f}\n")
-            if self._transport is not None:
+            if self._transport is not None and not self._hang:
                 self._transport.write(RESPONSE)
 
 
-async def _serve(port: int, log_path: str) -> None:
+async def _serve(port: int, log_path: str, hang: bool = False) -> None:
     log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: _ReceiverProtocol(log), "127.0.0.1", port, backlog=1024
+        lambda: _ReceiverProtocol(log, hang), "127.0.0.1", port, backlog=1024
     )
     print("ready", flush=True)
     async with server:
@@ -288,7 +291,7 @@ async def _baseline(url: str, count: int, concurrency: int, secret: str) -> dict
 def main(argv: list[str]) -> None:
     role = argv[0]
     if role == "receiver":
-        asyncio.run(_serve(int(argv[1]), argv[2]))
+        asyncio.run(_serve(int(argv[1]), argv[2], argv[3:] == ["hang"]))
     elif role == "baseline":
         url, count, concurrency, secret = argv[1], int(argv[2]), int(argv[3]), argv[4]
         result = asyncio.run(_baseline(url, count, concurrency, secret))

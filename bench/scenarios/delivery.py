@@ -26,6 +26,7 @@ from sqlalchemy import func, select, text, update
 
 from bench.harness import Row
 from bench.scenarios._support import (
+    Receiver,
     cpu_seconds,
     create_endpoint,
     measurement,
@@ -178,15 +179,12 @@ def throughput(database: DatabaseKind, count: int) -> Row:
     )
 
 
-def latency(database: DatabaseKind, samples: int) -> Row:
-    log = Path(tempfile.mkdtemp(prefix="flint-bench-rx-")) / "arrivals.log"
-    with (
-        FlintStack(database=database, worker=True) as stack,
-        receiver(log) as rx,
-        grpc.insecure_channel(stack.grpc_target) as channel,
-    ):
-        create_endpoint(stack, rx.url)
-        wait_for(lambda: "webhook worker running" in stack.log("worker"), timeout=30)
+def commit_to_receiver(stack: FlintStack, rx: Receiver, samples: int) -> tuple[list[float], float]:
+    """Creates `samples` orders over gRPC, one at a time, each once the last
+    one's webhook arrived (and a short gap); returns each event's latency from
+    its commit (`created_at`) to its arrival at `rx`, in ms, and the seconds
+    the run took."""
+    with grpc.insecure_channel(stack.grpc_target) as channel:
         stub = orders_grpc.OrdersServiceStub(channel)
         auth = (("authorization", f"Bearer {stack.merchant_key}"),)
         order = commerce_pb.Order(
@@ -195,24 +193,33 @@ def latency(database: DatabaseKind, samples: int) -> Row:
         )
         started = time.monotonic()
         order_ids: list[str] = []
+        before = len(rx.arrivals())
         for _ in range(samples):
             created = stub.CreateOrder(orders_pb.CreateOrderRequest(order=order), metadata=auth)
             order_ids.append(created.id)
-            wanted = len(order_ids)
+            wanted = before + len(order_ids)
             wait_for(lambda: len(rx.arrivals()) >= wanted, timeout=30, interval=0.005)  # noqa: B023
             time.sleep(LATENCY_GAP_SECONDS)
         seconds = time.monotonic() - started
-        with stack_db(stack).read() as session:
-            created_at = {
-                event_id: at.timestamp()
-                for event_id, at in session.execute(
-                    select(EventRecord.id, EventRecord.created_at).where(
-                        EventRecord.object_id.in_(order_ids), EventRecord.type == "order.created"
-                    )
+    with stack_db(stack).read() as session:
+        created_at = {
+            event_id: at.timestamp()
+            for event_id, at in session.execute(
+                select(EventRecord.id, EventRecord.created_at).where(
+                    EventRecord.object_id.in_(order_ids), EventRecord.type == "order.created"
                 )
-            }
-        arrivals = rx.arrivals()
-    latencies = [(arrivals[e] - at) * 1000 for e, at in created_at.items() if e in arrivals]
+            )
+        }
+    arrivals = rx.arrivals()
+    return [(arrivals[e] - at) * 1000 for e, at in created_at.items() if e in arrivals], seconds
+
+
+def latency(database: DatabaseKind, samples: int) -> Row:
+    log = Path(tempfile.mkdtemp(prefix="flint-bench-rx-")) / "arrivals.log"
+    with FlintStack(database=database, worker=True) as stack, receiver(log) as rx:
+        create_endpoint(stack, rx.url)
+        wait_for(lambda: "webhook worker running" in stack.log("worker"), timeout=30)
+        latencies, seconds = commit_to_receiver(stack, rx, samples)
     result = measurement(len(latencies), seconds, latencies, errors=samples - len(latencies))
     postgres = database == "postgresql"
     return Row(

@@ -95,6 +95,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "connect_timeout": args.connect_timeout,
         "read_timeout": args.read_timeout,
         "total_timeout": total,
+        "endpoint_concurrency": max(1, args.endpoint_concurrency),
     }
     if args.retry_schedule:
         overrides["schedule"] = retry.parse_schedule(args.retry_schedule)
@@ -633,6 +634,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="send webhook deliveries (run one or several)")
     worker.add_argument("--concurrency", type=int, default=16, help="attempts in flight at once")
+    worker.add_argument(
+        "--endpoint-concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="deliveries of one endpoint in flight at once, across all workers (default 4)",
+    )
     worker.add_argument("--poll-interval", type=float, default=0.5, metavar="SECONDS")
     worker.add_argument(
         "--lease-seconds",

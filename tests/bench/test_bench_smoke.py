@@ -9,7 +9,7 @@ import os
 
 from bench import breakdown
 from bench.harness import format_table
-from bench.scenarios import api, delivery, ratelimit
+from bench.scenarios import api, delivery, fairness, ratelimit
 from bench.stack import FlintStack
 
 SMOKE = api.Runs(duration=0.5, warmup=0.2, levels=(4,))
@@ -50,6 +50,21 @@ def test_delivery_scenario_measures_the_worker_and_its_baseline() -> None:
     assert row.baseline.errors == 0
     assert row.baseline_name == "raw signed POSTs (aiohttp)"
     assert float(row.notes["cpu ms/delivery"]) > 0
+
+
+def test_fairness_scenario_measures_a_healthy_endpoint_idle_and_beside_a_hanging_one() -> None:
+    database = os.environ.get("FLINT_TEST_DATABASE", "sqlite")
+    row = fairness.fairness(database, samples=3, backlog=20)  # type: ignore[arg-type]
+
+    assert row.flint.ops == 3, row
+    assert row.flint.errors == 0, row
+    assert row.baseline is not None
+    assert row.baseline.ops == 3, row
+    assert float(row.notes["p99_ratio"]) > 0
+    # The hanging endpoint got some of its deliveries (its requests never end)
+    # and still has the rest of its backlog, and the measured orders' events, pending.
+    assert int(row.notes["hanging requests"]) >= 1
+    assert int(row.notes["hanging still pending"]) == 20 + 3
 
 
 def test_get_order_breakdown_measures_every_server_and_step() -> None:

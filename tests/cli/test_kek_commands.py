@@ -43,6 +43,7 @@ from flint.keys import (
 from flint.migrations import migrate
 from flint.webhooks import service as webhooks
 from flint.webhooks import signing as webhook_signing
+from flint.webhooks.addresses import AddressRules
 from flint.webhooks.fanout import fan_out
 from flint.webhooks.models import WebhookSecretRecord
 from tests.cli.conftest import COMMAND_TIMEOUT_SECONDS, FLINT, all_rows
@@ -136,7 +137,7 @@ def world(
                     webhooks.EndpointFields(
                         url=hooks.url, enabled_events=["install.created"], environments=["test"]
                     ),
-                    allow_loopback=True,
+                    rules=AddressRules(allow_loopback=True),
                 )
                 uow.commit()
             yield World(

@@ -136,6 +136,9 @@ def fast_settings(**overrides: Any) -> DeliverySettings:
         "read_timeout": 1.0,
         "total_timeout": 2.0,
         "lease": timedelta(seconds=3),
+        # Short breaker pauses, like the short retry schedule.
+        "pause_min": timedelta(seconds=0.2),
+        "pause_max": timedelta(seconds=0.2),
         "allow_loopback": True,
     }
     values.update(overrides)

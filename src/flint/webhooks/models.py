@@ -39,6 +39,9 @@ class WebhookEndpointRecord(Base):
     disabled_at: Mapped[datetime | None]
     # Start of the current stretch of failed attempts; None after a success.
     failing_since: Mapped[datetime | None]
+    # While failing, nothing more is sent to the endpoint until then (its
+    # circuit breaker), so its backlog holds no delivery slot; None after a success.
+    paused_until: Mapped[datetime | None]
     # Per-endpoint sequence number, for the events about it.
     version: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime]
@@ -122,6 +125,15 @@ class WebhookDeliveryRecord(Base):
         Index("ix_webhook_deliveries_event", "event_id", "endpoint_id"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_completed", "completed_at"),
+        # Fair claims rank each endpoint's due deliveries and count its leased
+        # ones: only pending rows, not the endpoint's whole history.
+        Index(
+            "ix_webhook_deliveries_pending",
+            "endpoint_id",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
         # Fan-out makes exactly one delivery of an event per endpoint.
         Index(
             "uq_webhook_deliveries_fanout",

@@ -114,6 +114,16 @@ class DeliverySettings:
     max_response_bytes: int = 1024
     # An endpoint failing for this long without one success is disabled.
     disable_after: timedelta = timedelta(days=5)
+    # Attempts to one endpoint in flight at once in a worker: a slow or hanging
+    # endpoint holds this many of the worker's slots at most.
+    endpoint_concurrency: int = 4
+    # Deliveries of one endpoint leased at once, across all workers (sent or
+    # waiting in a worker to be sent); one while the endpoint is failing.
+    endpoint_leases: int = 64
+    # After a failed attempt the endpoint is paused for as long as it has been
+    # failing, within these bounds, so a dead endpoint's backlog holds no slot.
+    pause_min: timedelta = timedelta(seconds=1)
+    pause_max: timedelta = timedelta(minutes=5)
     # The development switch (loopback receivers for test-only endpoints).
     allow_loopback: bool = False
     # Flint's own ports, refused even on loopback.
@@ -361,44 +371,152 @@ def _start_attempts(
     ]
 
 
-def claim(db: Database, settings: DeliverySettings, limit: int) -> list[Job]:
-    """Leases up to `limit` due deliveries to the caller, in one transaction."""
+def _claimable(now: datetime) -> list[ColumnElement[bool]]:
+    """A delivery that may be sent now (joined with its endpoint): due, not
+    leased, to an endpoint that takes it and is not paused by its breaker."""
+    return [
+        WebhookDeliveryRecord.status == "pending",
+        WebhookDeliveryRecord.next_attempt_at <= now,
+        or_(
+            WebhookDeliveryRecord.lease_until.is_(None),
+            WebhookDeliveryRecord.lease_until <= now,
+        ),
+        WebhookEndpointRecord.deleted_at.is_(None),
+        or_(
+            WebhookEndpointRecord.status == "enabled",
+            WebhookDeliveryRecord.origin == "test",
+        ),
+        or_(
+            WebhookEndpointRecord.paused_until.is_(None),
+            WebhookEndpointRecord.paused_until <= now,
+        ),
+    ]
+
+
+def claim(
+    db: Database, settings: DeliverySettings, limit: int, skip: Collection[str] = ()
+) -> list[Job]:
+    """Leases up to `limit` due deliveries to the caller, in one transaction,
+    fairly across endpoints (none of the endpoints in `skip`: the caller holds
+    enough of theirs already).
+
+    No endpoint ever has more than `settings.endpoint_leases` deliveries
+    leased at once, across every worker, and a failing endpoint only one (the
+    probe of its breaker), so a slow endpoint's backlog never fills the
+    workers. The batch takes each endpoint's oldest due deliveries,
+    round-robin, the endpoints that waited longest first.
+
+    The cap is counted under the endpoints' row locks (taken in id order, as
+    every writer of endpoints and deliveries does), so two workers claiming for
+    one endpoint at once take turns and the second counts the first's leases.
+    The lock is FOR NO KEY UPDATE: it does not hold up a fan-out adding
+    deliveries to the endpoint. On SQLite the whole claim is serialised."""
     now = settings.clock()
+    cap = max(1, settings.endpoint_leases)
     with db.unit_of_work() as uow:
         session = uow.session
-        due = [
-            _Due(*row)
-            for row in session.execute(
-                select(
-                    WebhookDeliveryRecord.id,
-                    WebhookDeliveryRecord.endpoint_id,
-                    WebhookDeliveryRecord.event_id,
-                    WebhookDeliveryRecord.install_id,
-                    WebhookDeliveryRecord.origin,
-                    WebhookDeliveryRecord.attempt_count,
-                )
+        others = [~_among(session, WebhookDeliveryRecord.endpoint_id, skip)] if skip else []
+        waiting = list(
+            session.scalars(
+                select(WebhookDeliveryRecord.endpoint_id)
                 .join(
                     WebhookEndpointRecord,
                     WebhookEndpointRecord.id == WebhookDeliveryRecord.endpoint_id,
                 )
-                .where(
-                    WebhookDeliveryRecord.status == "pending",
-                    WebhookDeliveryRecord.next_attempt_at <= now,
-                    or_(
-                        WebhookDeliveryRecord.lease_until.is_(None),
-                        WebhookDeliveryRecord.lease_until <= now,
-                    ),
-                    WebhookEndpointRecord.deleted_at.is_(None),
-                    or_(
-                        WebhookEndpointRecord.status == "enabled",
-                        WebhookDeliveryRecord.origin == "test",
-                    ),
+                .where(*_claimable(now), *others)
+                .group_by(WebhookDeliveryRecord.endpoint_id)
+                .order_by(
+                    func.min(WebhookDeliveryRecord.next_attempt_at),
+                    WebhookDeliveryRecord.endpoint_id,
                 )
-                .order_by(WebhookDeliveryRecord.next_attempt_at, WebhookDeliveryRecord.id)
                 .limit(limit)
-                .with_for_update(skip_locked=True, of=WebhookDeliveryRecord)
             )
-        ]
+        )
+        if not waiting:
+            return []
+        # Failing endpoints get one attempt at a time (the breaker's probe).
+        allowed = {
+            endpoint_id: 1 if failing_since is not None else cap
+            for endpoint_id, failing_since in session.execute(
+                select(WebhookEndpointRecord.id, WebhookEndpointRecord.failing_since)
+                .where(_among(session, WebhookEndpointRecord.id, waiting))
+                .order_by(WebhookEndpointRecord.id)
+                .with_for_update(key_share=True)
+            )
+        }
+        leased: dict[str, int] = {
+            endpoint_id: count
+            for endpoint_id, count in session.execute(
+                select(WebhookDeliveryRecord.endpoint_id, func.count())
+                .where(
+                    _among(session, WebhookDeliveryRecord.endpoint_id, waiting),
+                    WebhookDeliveryRecord.status == "pending",
+                    WebhookDeliveryRecord.lease_until > now,
+                )
+                .group_by(WebhookDeliveryRecord.endpoint_id)
+            )
+        }
+        room = {e: n - leased.get(e, 0) for e, n in allowed.items() if n > leased.get(e, 0)}
+        if not room:
+            return []
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=WebhookDeliveryRecord.endpoint_id,
+                order_by=(WebhookDeliveryRecord.next_attempt_at, WebhookDeliveryRecord.id),
+            )
+            .label("rank")
+        )
+        ranked = (
+            select(WebhookDeliveryRecord.id, WebhookDeliveryRecord.endpoint_id, rank)
+            .join(
+                WebhookEndpointRecord,
+                WebhookEndpointRecord.id == WebhookDeliveryRecord.endpoint_id,
+            )
+            # Checked again under the lock: paused or disabled meanwhile.
+            .where(*_claimable(now), _among(session, WebhookDeliveryRecord.endpoint_id, room))
+            .subquery()
+        )
+        turn = {endpoint_id: i for i, endpoint_id in enumerate(waiting)}
+        picked = sorted(
+            (
+                (number, turn[endpoint_id], delivery_id)
+                for delivery_id, endpoint_id, number in session.execute(
+                    select(ranked.c.id, ranked.c.endpoint_id, ranked.c.rank).where(
+                        ranked.c.rank <= max(room.values())
+                    )
+                )
+                if number <= room[endpoint_id]
+            )
+        )[:limit]
+        order = {delivery_id: i for i, (_, _, delivery_id) in enumerate(picked)}
+        if not order:
+            return []
+        due = sorted(
+            (
+                _Due(*row)
+                for row in session.execute(
+                    select(
+                        WebhookDeliveryRecord.id,
+                        WebhookDeliveryRecord.endpoint_id,
+                        WebhookDeliveryRecord.event_id,
+                        WebhookDeliveryRecord.install_id,
+                        WebhookDeliveryRecord.origin,
+                        WebhookDeliveryRecord.attempt_count,
+                    )
+                    .where(
+                        _among(session, WebhookDeliveryRecord.id, order),
+                        WebhookDeliveryRecord.status == "pending",
+                        or_(
+                            WebhookDeliveryRecord.lease_until.is_(None),
+                            WebhookDeliveryRecord.lease_until <= now,
+                        ),
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            ),
+            key=lambda d: order[d.id],
+        )
         if not due:
             return []
         jobs = _start_attempts(session, due, now, settings.lease)
@@ -775,14 +893,21 @@ def _track_health(
     settings: DeliverySettings,
     now: datetime,
 ) -> None:
-    """One success clears the failing stretch; 410 Gone, or failing for
-    `disable_after`, disables the endpoint."""
+    """One success clears the failing stretch and the breaker; a failure
+    pauses the endpoint (its breaker opens) for as long as it has been failing
+    (`pause_min` to `pause_max`), so the pauses grow about twofold while it
+    keeps failing; 410 Gone, or failing for `disable_after`, disables it."""
     if result.succeeded:
         if endpoint.failing_since is not None:  # (an ORM write costs, even of the same value)
             endpoint.failing_since = None
+        if endpoint.paused_until is not None:
+            endpoint.paused_until = None
         return
     if endpoint.failing_since is None:
         endpoint.failing_since = result.started_at
+    pause = min(max(now - endpoint.failing_since, settings.pause_min), settings.pause_max)
+    if endpoint.paused_until is None or endpoint.paused_until < now + pause:
+        endpoint.paused_until = now + pause
     if result.status_code == retry.GONE:
         disable_endpoint(uow, endpoint, "gone", now)
     elif now - endpoint.failing_since >= settings.disable_after:

@@ -317,6 +317,7 @@ def create_endpoint(
         disabled_reason="manual" if status == "disabled" else "",
         disabled_at=uow.now if status == "disabled" else None,
         failing_since=None,
+        paused_until=None,
         version=1,
         created_at=uow.now,
         updated_at=uow.now,
@@ -421,6 +422,7 @@ def update_endpoint(
         endpoint.disabled_reason = ""
         endpoint.disabled_at = None
         endpoint.failing_since = None
+        endpoint.paused_until = None
     elif merged.status == "disabled" and endpoint.status == "enabled":
         disable_endpoint(uow, endpoint, "manual", now)
     endpoint.url = merged.url

@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter, OrderedDict, deque
 from datetime import datetime, timedelta
 
 import psycopg
@@ -167,12 +168,116 @@ class Worker:
             log_event(logger, "webhook_history_purged", deliveries=result.done)
 
 
+class _Ready:
+    """Claimed jobs waiting for a sender, by endpoint. A sender takes the
+    oldest job of the next endpoint in turn that has fewer than `per_endpoint`
+    attempts in flight, so a slow or hanging endpoint holds that many of the
+    worker's slots at most, and a backlog of one endpoint never queues ahead
+    of another endpoint's deliveries."""
+
+    def __init__(self, per_endpoint: int) -> None:
+        self.per_endpoint = max(1, per_endpoint)
+        # Endpoints in turn (the next to be served first) and their jobs, oldest first.
+        self._queues: OrderedDict[str, deque[tuple[float, Job]]] = OrderedDict()
+        self._in_flight: Counter[str] = Counter()
+        self._size = 0
+        self._closed = False
+        # Senders waiting for a job they may start.
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def qsize(self) -> int:
+        return self._size
+
+    def empty(self) -> bool:
+        return self._size == 0
+
+    def startable(self) -> int:
+        """Queued jobs of endpoints below their cap: what senders can start
+        soon. Jobs waiting behind a busy endpoint do not count, so they never
+        stop the worker from claiming other endpoints' deliveries."""
+        return sum(
+            len(jobs)
+            for endpoint_id, jobs in self._queues.items()
+            if self._in_flight[endpoint_id] < self.per_endpoint
+        )
+
+    def holding(self, at_least: int) -> list[str]:
+        """Endpoints with at least this many jobs here, queued or in flight."""
+        return [
+            endpoint_id
+            for endpoint_id in self._queues.keys() | self._in_flight.keys()
+            if len(self._queues.get(endpoint_id, ())) + self._in_flight[endpoint_id] >= at_least
+        ]
+
+    def put(self, claimed_at: float, job: Job) -> None:
+        self._queues.setdefault(job.endpoint_id, deque()).append((claimed_at, job))
+        self._size += 1
+        self._wake_one()
+
+    def _take(self) -> tuple[float, Job] | None:
+        for endpoint_id, jobs in self._queues.items():
+            if self._in_flight[endpoint_id] < self.per_endpoint:
+                queued = jobs.popleft()
+                if jobs:
+                    self._queues.move_to_end(endpoint_id)  # its next job waits its turn
+                else:
+                    del self._queues[endpoint_id]
+                self._in_flight[endpoint_id] += 1
+                self._size -= 1
+                return queued
+        return None
+
+    async def get(self) -> tuple[float, Job] | None:
+        """The next job to send (counted in flight until `done`), or None once closed."""
+        while True:
+            if self._closed:
+                return None
+            queued = self._take()
+            if queued is not None:
+                return queued
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+    def done(self, job: Job) -> None:
+        self._in_flight[job.endpoint_id] -= 1
+        if self._in_flight[job.endpoint_id] <= 0:
+            del self._in_flight[job.endpoint_id]
+        self._wake_one()
+
+    def drop(self, endpoint_id: str) -> list[Job]:
+        """Takes the endpoint's waiting jobs out (to give them back)."""
+        jobs = self._queues.pop(endpoint_id, deque())
+        self._size -= len(jobs)
+        return [job for _, job in jobs]
+
+    def close(self) -> list[Job]:
+        """Stops the senders once their attempts end; returns the jobs that waited."""
+        self._closed = True
+        waiting = [job for jobs in self._queues.values() for _, job in jobs]
+        self._queues.clear()
+        self._size = 0
+        while self._waiters:
+            self._wake_one()
+        return waiting
+
+    def _wake_one(self) -> None:
+        """A new job, or a freed slot, lets at most one more sender start."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # (a cancelled sender's is)
+                waiter.set_result(None)
+                return
+
+
 class _Loop:
     """One run of a worker: the claimer, the senders, the recorder and the
     wake-ups, on one event loop.
 
     A claim leases a batch of due deliveries into a local queue, which
-    `concurrency` senders work through over keep-alive connections; recording
+    `concurrency` senders work through over keep-alive connections, endpoint
+    by endpoint in turn and at most `endpoint_concurrency` to one endpoint at
+    once (so a hanging endpoint never takes every slot); recording
     follows in batches. A claim costs a few round trips whatever its size, so
     a busy worker claims ahead of its senders, as much as they will send well
     within the lease (judged from the recent attempt latency). Every job is
@@ -186,10 +291,16 @@ class _Loop:
         settings = worker.settings
         self.wake = asyncio.Event()
         self.to_record = asyncio.Event()
-        # Claimed jobs (with when they were claimed); None tells a sender to stop.
-        self.ready: asyncio.Queue[tuple[float, Job] | None] = asyncio.Queue()
+        # Claimed jobs (with when they were claimed), by endpoint.
+        self.ready = _Ready(settings.endpoint_concurrency)
         self.finished: asyncio.Queue[tuple[Job, Result]] = asyncio.Queue()
         self.unsent: list[Job] = []
+        # Endpoints whose failed attempt is not stored yet (so not yet paused in
+        # the database): not claimed meanwhile.
+        self.failing: set[str] = set()
+        # When each endpoint last failed here (monotonic): what a claim that
+        # started before brings for it is given back, not sent.
+        self.failed_at: dict[str, float] = {}
         # Claimed and not yet recorded (or given back).
         self.unrecorded = 0
         # How long a claimed job may wait in the queue, so that its attempt
@@ -215,6 +326,16 @@ class _Loop:
         per_slot = int(self.queue_budget / 2 / max(self.latency, MIN_LATENCY_SECONDS))
         return min(CLAIM_MAX, concurrency * max(1, per_slot))
 
+    def _endpoint_target(self) -> int:
+        """How many jobs of one endpoint to hold at most: its share of the
+        queue target, so one worker does not take all of a backlog that it
+        sends only `endpoint_concurrency` at a time."""
+        per_endpoint = self.worker.settings.endpoint_concurrency
+        if not self.prefetch:
+            return per_endpoint
+        per_slot = int(self.queue_budget / 2 / max(self.latency, MIN_LATENCY_SECONDS))
+        return per_endpoint * max(1, per_slot)
+
     async def run(self) -> None:
         worker = self.worker
         watchers = [
@@ -226,13 +347,8 @@ class _Loop:
             senders = [asyncio.create_task(self._sender(sender)) for _ in range(worker.concurrency)]
             await self._claimer()
             # Stopping: what is being sent finishes; what waits is given back.
-            while not self.ready.empty():
-                queued = self.ready.get_nowait()
-                if queued is not None:
-                    self.unsent.append(queued[1])
+            self.unsent.extend(self.ready.close())
             self.to_record.set()
-            for _ in senders:
-                self.ready.put_nowait(None)
             await asyncio.gather(*senders)
         while self.unrecorded:
             await self._sleep(None)
@@ -245,7 +361,7 @@ class _Loop:
         worker = self.worker
         while not self.stop.is_set():
             target = self._queue_target()
-            queued = self.ready.qsize()
+            queued = self.ready.startable()
             size = min(target - queued, UNRECORDED_MAX - self.unrecorded)
             # Claim again once the queue is down to half its target, so one
             # claim leases many and the senders never wait for it.
@@ -258,10 +374,11 @@ class _Loop:
             claimed_at = time.monotonic()
             try:
                 if size > 0:
-                    jobs = await asyncio.to_thread(claim, worker.db, worker.settings, size)
+                    held = self.ready.holding(self._endpoint_target())
+                    jobs = await asyncio.to_thread(claim, worker.db, worker.settings, size, held)
                 self.unrecorded += len(jobs)
                 for job in jobs:
-                    self.ready.put_nowait((claimed_at, job))
+                    self.ready.put(claimed_at, job)
                 if worker.purge_due():
                     await asyncio.to_thread(worker.purge)
             except OperationalError as error:
@@ -287,6 +404,7 @@ class _Loop:
                 return
             claimed_at, job = queued
             if self.prefetch and time.monotonic() - claimed_at > self.queue_budget:
+                self.ready.done(job)
                 self.unsent.append(job)  # its attempt could outlast the lease
                 self.to_record.set()
                 continue
@@ -295,10 +413,17 @@ class _Loop:
                 result = await sender.send(job)
             finally:
                 self.sending -= 1
+                self.ready.done(job)
             self.latency += LATENCY_SMOOTHING * (result.latency_ms / 1000 - self.latency)
             self.finished.put_nowait((job, result))
+            if not result.succeeded and job.origin != "test":
+                # The endpoint's breaker opens when this is recorded: what waits
+                # for it here is given back rather than sent into the failure.
+                self.failing.add(job.endpoint_id)
+                self.failed_at[job.endpoint_id] = time.monotonic()
+                self.unsent.extend(self.ready.drop(job.endpoint_id))
             self.to_record.set()
-            if self.ready.qsize() <= self.low_water:
+            if self.ready.startable() <= self.low_water:
                 self.wake.set()  # time to claim again
 
     async def _recorder(self) -> None:
@@ -306,6 +431,11 @@ class _Loop:
         and gives back what waited too long to be sent."""
         loop = asyncio.get_running_loop()
         while True:
+            if not self.finished.empty():
+                await self._record_finished(loop)
+            # Given back after what finished is stored: a failure stored first
+            # pauses its endpoint, so its given-back deliveries are not claimed
+            # again at once.
             if self.unsent:
                 unsent, self.unsent = self.unsent, []
                 try:
@@ -313,27 +443,37 @@ class _Loop:
                 finally:
                     self.unrecorded -= len(unsent)
                     self.wake.set()
-            if self.finished.empty():
+            if self.finished.empty() and not self.unsent:
                 await self.to_record.wait()  # until something finishes or is given back
                 self.to_record.clear()
-                continue
-            done: list[tuple[Job, Result]] = []
-            # A moment to gather more: each transaction costs about as much as
-            # the rows in it, so a busy worker stores many at a time.
-            gather_until = loop.time() + RECORD_GATHER_SECONDS
-            while True:
-                while len(done) < RECORD_BATCH and not self.finished.empty():
-                    done.append(self.finished.get_nowait())
-                if len(done) >= self.worker.concurrency or loop.time() >= gather_until:
-                    break
-                if self.ready.empty() and len(done) >= self.unrecorded:
-                    break  # nothing more is coming
-                await asyncio.sleep(RECORD_GATHER_TICK)
-            try:
-                await asyncio.to_thread(self.worker._record, done)
-            finally:
-                self.unrecorded -= len(done)
-                self.wake.set()
+
+    async def _record_finished(self, loop: asyncio.AbstractEventLoop) -> None:
+        done: list[tuple[Job, Result]] = []
+        # A moment to gather more: each transaction costs about as much as
+        # the rows in it, so a busy worker stores many at a time.
+        gather_until = loop.time() + RECORD_GATHER_SECONDS
+        while True:
+            while len(done) < RECORD_BATCH and not self.finished.empty():
+                done.append(self.finished.get_nowait())
+            if len(done) >= self.worker.concurrency or loop.time() >= gather_until:
+                break
+            if self.ready.empty() and len(done) >= self.unrecorded - len(self.unsent):
+                break  # nothing more is coming
+            await asyncio.sleep(RECORD_GATHER_TICK)
+        try:
+            await asyncio.to_thread(self.worker._record, done)
+        finally:
+            self.unrecorded -= len(done)
+            # Stored: the database pauses the endpoints that failed from now on.
+            self.failing.difference_update(
+                job.endpoint_id for job, result in done if not result.succeeded
+            )
+            # (No claim runs for as long as a lease: older failures cannot matter.)
+            forget = time.monotonic() - self.worker.settings.lease.total_seconds()
+            for endpoint_id, at in list(self.failed_at.items()):
+                if at < forget:
+                    del self.failed_at[endpoint_id]
+            self.wake.set()
 
     async def _on_stop(self) -> None:
         await asyncio.to_thread(self.stop.wait)
