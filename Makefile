@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 CHROMIUM := /usr/bin/chromium
 REDIS := /usr/bin/redis-server
+WRK := /usr/bin/wrk
 PROTO_FILES := $(shell find proto -name '*.proto' | sort)
 
 .PHONY: run test test-sqlite test-postgresql lint gen gen-check breaking bench clean
@@ -28,13 +29,13 @@ dev: $(STAMP)
 # The whole suite on both databases, both at once: each run creates its own fresh
 # database and picks its own free ports. Each run's output is printed whole when
 # it ends (`make test-sqlite` / `make test-postgresql` run one, streaming).
-test: $(STAMP) $(CHROMIUM) $(REDIS)
+test: $(STAMP) $(CHROMIUM) $(REDIS) $(WRK)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgresql
 
-test-sqlite: $(STAMP) $(CHROMIUM) $(REDIS)
+test-sqlite: $(STAMP) $(CHROMIUM) $(REDIS) $(WRK)
 	FLINT_TEST_DATABASE=sqlite $(BIN)/pytest $(PYTEST_ARGS)
 
-test-postgresql: $(STAMP) $(CHROMIUM) $(REDIS)
+test-postgresql: $(STAMP) $(CHROMIUM) $(REDIS) $(WRK)
 	FLINT_TEST_DATABASE=postgresql $(BIN)/pytest $(PYTEST_ARGS)
 
 # Several gRPC replicas share their rate limits through Redis (Debian's package;
@@ -50,7 +51,6 @@ $(CHROMIUM):
 
 # Benchmarks (bench/RESULTS.md): every scenario against its baseline, in one run.
 # BENCH_QUICK=1 makes a smoke run of a few seconds per scenario.
-WRK := /usr/bin/wrk
 bench: $(STAMP) $(WRK) $(REDIS)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
