@@ -4,6 +4,7 @@ an endpoint failing for days, addresses checked at delivery, retention."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import ssl
@@ -12,7 +13,9 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,9 +27,10 @@ from standardwebhooks import Webhook
 from flint.common.db import Database
 from flint.common.events import EventRecord
 from flint.webhooks import history
+from flint.webhooks import worker as worker_module
 from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 from flint.webhooks.models import WebhookDeliveryRecord
-from flint.webhooks.sender import claim, release
+from flint.webhooks.sender import Job, claim, release
 from flint.webhooks.service import active_secrets
 from flint.webhooks.v1 import webhooks_service_pb2 as pb
 from flint.webhooks.worker import Worker
@@ -416,3 +420,26 @@ def test_a_worker_claiming_ahead_sends_each_delivery_once(hooks: Hooks, db: Data
     assert len(rx.ids()) == 30
     for delivery in deliveries(db, endpoint.id):
         assert [a.outcome for a in attempts(db, delivery.id)] == ["succeeded"]
+
+
+def test_a_delivery_loop_that_crashes_is_restarted_and_delivers(
+    hooks: Hooks, db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    crashes: list[str] = []
+
+    def claim_crashing_once(*args: Any, **kwargs: Any) -> list[Job]:
+        if not crashes:
+            crashes.append("claim")
+            raise ValueError("a row no claim expected")
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "claim", claim_crashing_once)
+    with receiver() as rx:
+        endpoint = hooks.create_endpoint(rx.url)
+        hooks.merchant.create_order()
+        with caplog.at_level(logging.ERROR, logger="flint.jobs"), running_worker(db):
+            eventually(lambda: [d.status for d in deliveries(db, endpoint.id)] == ["succeeded"])
+    assert crashes == ["claim"]
+    crashed = [r for r in caplog.records if r.getMessage() == "job_loop_crashed"]
+    assert [r.fields["loop"] for r in crashed] == [worker_module.LOOP_NAME]  # type: ignore[attr-defined]
+    assert "a row no claim expected" in crashed[0].fields["error"]  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ import psycopg
 from sqlalchemy.exc import OperationalError
 
 from flint.common.db import Database
-from flint.common.jobs import Item, run_job
+from flint.common.jobs import Item, run_job, supervise
 from flint.common.logs import log_event
 from flint.webhooks import history
 from flint.webhooks.sender import (
@@ -67,6 +67,10 @@ LATENCY_SMOOTHING = 0.05
 MIN_LATENCY_SECONDS = 0.001
 
 
+# The name a crashed delivery loop is logged under (job_loop_crashed).
+LOOP_NAME = "webhook_delivery"
+
+
 class Worker:
     def __init__(
         self,
@@ -99,8 +103,19 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Keeps up to `concurrency` attempts going until `stop` is set, then
         lets those finish and records them, and gives back what was claimed
-        but not yet sent."""
-        asyncio.run(_Loop(self, stop).run())
+        but not yet sent. The loop is supervised: one that crashes (a bug, a row
+        no claim expected) is logged and started again with backoff, instead of
+        ending delivery for every endpoint; what it had claimed is sent again
+        once its leases expire."""
+
+        async def one_run() -> None:
+            await _Loop(self, stop).run()
+
+        async def pause(seconds: float) -> None:
+            # Stopping cuts the pause short; the next run then ends at once.
+            await asyncio.to_thread(stop.wait, seconds)
+
+        asyncio.run(supervise(LOOP_NAME, one_run, sleep=pause))
 
     def _record(self, done: list[tuple[Job, Result]]) -> None:
         """Stores finished attempts. A failure to store leaves their leases to
