@@ -49,6 +49,8 @@ from flint.common.jobs import JobResult, guarded, supervise
 from flint.common.logs import log_event
 from flint.common.ratelimit import Limiter, limiter_from_env
 from flint.events.hub import Hub
+from flint.events.retention import JOB as JOB_EVENT_RETENTION
+from flint.events.retention import purge_expired_events
 from flint.events.sequencer import Sequencer
 from flint.events.servicer import EventsServicer
 from flint.events.v1 import events_service_pb2
@@ -224,6 +226,7 @@ def _sweep(
     crashed = JobResult(failed=1)
     expiry = guarded(checkout.EXPIRY_JOB, lambda: checkout.expire_due_sessions(db, at), crashed)
     keys = guarded(PURGE_JOB, lambda: purge_expired(db, at), crashed)
+    events = guarded(JOB_EVENT_RETENTION, lambda: purge_expired_events(db, at), crashed)
     signins = guarded(
         signin_throttle.PURGE_JOB, lambda: signin_throttle.purge_history(db, at), crashed
     )
@@ -242,9 +245,12 @@ def _sweep(
         "idempotency_keys_purged": keys.done,
         "refunds_recovered": recovery.done,
         **billed,
+        "events_purged": events.done,
         "signin_history_purged": signins.done,
-        "job_items_failed": sum(job.failed for job in (expiry, keys, signins, recovery)),
-        "job_items_set_aside": sum(job.set_aside for job in (expiry, keys, signins, recovery)),
+        "job_items_failed": sum(job.failed for job in (expiry, keys, events, signins, recovery)),
+        "job_items_set_aside": sum(
+            job.set_aside for job in (expiry, keys, events, signins, recovery)
+        ),
     }
 
 
