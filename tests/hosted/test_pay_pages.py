@@ -261,8 +261,9 @@ def shop(
     hosted_internal_key: str,
     accounts_stub: accounts_grpc.AccountsServiceStub,
     admin_key: str,
+    db: Database,
 ) -> Iterator[Shop]:
-    with _shop(grpc_server, channel, hosted_internal_key, accounts_stub, admin_key) as made:
+    with _shop(grpc_server, channel, hosted_internal_key, accounts_stub, admin_key, db) as made:
         yield made
 
 
@@ -273,10 +274,11 @@ def acquired_shop(
     hosted_internal_key: str,
     accounts_stub: accounts_grpc.AccountsServiceStub,
     admin_key: str,
+    db: Database,
 ) -> Iterator[Shop]:
     """A shop whose core has a live-capable acquirer (the test double)."""
     with _shop(
-        live_grpc_server, live_channel, hosted_internal_key, accounts_stub, admin_key
+        live_grpc_server, live_channel, hosted_internal_key, accounts_stub, admin_key, db
     ) as made:
         yield made
 

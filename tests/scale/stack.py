@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from flint.webhooks.addresses import ALLOW_LOOPBACK_ENV
 from tests.cli.test_flint_up import ProcessInfo, Up, descendants, flint_up
 from tests.conftest import free_port
 
@@ -63,7 +64,17 @@ def running_stack(
 ) -> Iterator[Stack]:
     ports = [free_port() for _ in range(replicas)]
     more_ports = [f"--grpc-port={port}" for port in ports[1:]]
-    with flint_up(database_url, tmp_path, ports[0], *more_ports, "--workers", str(workers)) as up:
+    # The tests' webhook receivers are test-only endpoints on loopback: the
+    # development switch, which still refuses the stack's own ports.
+    with flint_up(
+        database_url,
+        tmp_path,
+        ports[0],
+        *more_ports,
+        "--workers",
+        str(workers),
+        env={ALLOW_LOOPBACK_ENV: "1"},
+    ) as up:
         _wait_until_up(up)
         up.children = descendants(up.popen.pid)  # cleanup kills any that outlive flint up
         yield Stack(up, tuple(ports))
