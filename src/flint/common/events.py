@@ -37,6 +37,8 @@ class EventRecord(Base):
 
     __table_args__ = (
         Index("ix_events_tenant", "merchant_id", "environment", "id"),
+        # Reads in cursor order per tenant (lists, streams, a stream's own position).
+        Index("ix_events_tenant_cursor", "merchant_id", "environment", "cursor"),
         Index("ix_events_unsequenced", "cursor", "id"),
     )
 
