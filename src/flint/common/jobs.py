@@ -104,6 +104,11 @@ Lister = Callable[[frozenset[str]], Iterable[Item]]
 Work = Callable[[Item], int]
 
 
+def _describe(error: Exception) -> str:
+    """An error as it is logged and stored: its type and message, bounded."""
+    return f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
+
+
 def run_job(db: Database, job: str, now: datetime, items: Lister, work: Work) -> JobResult:
     """Does `work` on every item `items` lists, each on its own; see the module doc."""
     with db.read() as session:
@@ -145,7 +150,7 @@ def run_job(db: Database, job: str, now: datetime, items: Lister, work: Work) ->
 
 def _record_failure(db: Database, job: str, item: Item, error: Exception, now: datetime) -> bool:
     """Notes the failure; True when it sets the item aside."""
-    message = f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH]
+    message = _describe(error)
     with db.unit_of_work() as uow:
         record = uow.session.get(JobFailureRecord, (job, item.id), with_for_update=True)
         if record is None:
@@ -230,7 +235,7 @@ def guarded(job: str, run: Callable[[], T], failed: T) -> T:
             "job_failed",
             level=logging.ERROR,
             job=job,
-            error=f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH],
+            error=_describe(error),
         )
         return failed
 
@@ -266,7 +271,7 @@ async def supervise(
                 "job_loop_crashed",
                 level=logging.ERROR,
                 loop=name,
-                error=f"{type(error).__name__}: {error}"[:MAX_ERROR_LENGTH],
+                error=_describe(error),
                 restarts=restarts,
                 restart_in_seconds=delay,
             )
